@@ -1,0 +1,284 @@
+//! The cart record stored under `cart:<session>`, the lines in it, and what a client may add.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ApiError;
+use crate::menu::{self, CURRENCY};
+use crate::order::Order;
+
+/// The most lines a cart may hold; keeps the record far below the store's 1 MiB value limit.
+pub const MAX_LINES: usize = 100;
+
+/// How many of one item a single line may order.
+pub const QTY: std::ops::RangeInclusive<i64> = 1..=20;
+
+/// One line of a cart or order. The price is fixed when the line is added.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    /// Unique within the cart, never reused (see [`Cart::next_line_id`]).
+    pub id: u64,
+    pub item: String,
+    pub size: String,
+    pub qty: u32,
+    pub unit_price_cents: u64,
+    pub line_total_cents: u64,
+}
+
+/// A cart as stored. Clients see a [`CartView`] instead, which leaves out the bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cart {
+    pub lines: Vec<Line>,
+    /// The id the next added line gets. It only grows, even across checkouts, so a line id is
+    /// never reused and a stored cart never returns to an earlier value, which is what makes
+    /// compare-and-swap on the whole record safe.
+    pub next_line_id: u64,
+    /// An order committed by a checkout but not yet written under its own key; see
+    /// [`crate::checkout`].
+    pub pending: Option<Order>,
+}
+
+impl Default for Cart {
+    fn default() -> Cart {
+        Cart {
+            lines: Vec::new(),
+            next_line_id: 1,
+            pending: None,
+        }
+    }
+}
+
+impl Cart {
+    /// Adds `line` with the next line id and returns that id.
+    pub fn add(&mut self, line: &NewLine) -> Result<u64, ApiError> {
+        if self.lines.len() >= MAX_LINES {
+            return Err(ApiError::CartFull);
+        }
+        let id = self.next_line_id;
+        self.next_line_id += 1;
+        self.lines.push(Line {
+            id,
+            item: line.priced.item.to_owned(),
+            size: line.priced.size.to_owned(),
+            qty: line.qty,
+            unit_price_cents: line.priced.unit_price_cents,
+            line_total_cents: line.priced.unit_price_cents * u64::from(line.qty),
+        });
+        Ok(id)
+    }
+
+    /// Removes the line with `id`, or says there is none.
+    pub fn remove(&mut self, id: u64) -> Result<Line, ApiError> {
+        match self.lines.iter().position(|line| line.id == id) {
+            Some(index) => Ok(self.lines.remove(index)),
+            None => Err(ApiError::NotFound(format!("the cart has no line {id}"))),
+        }
+    }
+
+    /// What clients see of this cart.
+    pub fn view(&self) -> CartView<'_> {
+        CartView {
+            lines: &self.lines,
+            total_cents: total_cents(&self.lines),
+            currency: CURRENCY,
+        }
+    }
+}
+
+/// The sum of the lines' totals, in cents.
+pub fn total_cents(lines: &[Line]) -> u64 {
+    // At most MAX_LINES lines of at most 20 items of a few thousand cents: far from overflow.
+    lines.iter().map(|line| line.line_total_cents).sum()
+}
+
+/// The cart as `GET /fn/cart` shows it.
+#[derive(Debug, Serialize)]
+pub struct CartView<'a> {
+    pub lines: &'a [Line],
+    pub total_cents: u64,
+    pub currency: &'static str,
+}
+
+/// The body of `POST /fn/cart/items`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddItem {
+    item: String,
+    /// Optional for drinks, which come in one size.
+    size: Option<String>,
+    /// Defaults to 1. Signed so that `0` and `-1` get the range message, not a type error.
+    qty: Option<i64>,
+}
+
+/// A validated line to add: on the menu, with a quantity in range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewLine {
+    pub priced: menu::Priced,
+    pub qty: u32,
+}
+
+impl NewLine {
+    /// Parses and validates a `POST /fn/cart/items` body such as
+    /// `{"item":"pepperoni","size":"large","qty":1}`.
+    pub fn parse(body: &[u8]) -> Result<NewLine, ApiError> {
+        let request: AddItem = serde_json::from_slice(body).map_err(|error| {
+            ApiError::BadRequest(format!(
+                "expected a JSON body like {{\"item\":\"pepperoni\",\"size\":\"large\",\"qty\":1}}: {error}"
+            ))
+        })?;
+        let priced = menu::price(&request.item, request.size.as_deref())?;
+        let qty = request.qty.unwrap_or(1);
+        let qty = match u32::try_from(qty) {
+            Ok(qty) if QTY.contains(&i64::from(qty)) => qty,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "qty must be between {} and {}, got {qty}",
+                    QTY.start(),
+                    QTY.end()
+                )));
+            }
+        };
+        Ok(NewLine { priced, qty })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(body: &str) -> NewLine {
+        NewLine::parse(body.as_bytes()).unwrap()
+    }
+
+    fn refusal(body: &str) -> String {
+        match NewLine::parse(body.as_bytes()) {
+            Err(ApiError::BadRequest(message)) => message,
+            other => panic!("expected a 400 for {body}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_an_item_size_and_quantity() {
+        let new = line(r#"{"item":"pepperoni","size":"large","qty":2}"#);
+        assert_eq!(
+            (
+                new.priced.item,
+                new.priced.size,
+                new.priced.unit_price_cents
+            ),
+            ("pepperoni", "large", 1499)
+        );
+        assert_eq!(new.qty, 2);
+    }
+
+    #[test]
+    fn quantity_defaults_to_one_and_drink_size_to_regular() {
+        let new = line(r#"{"item":"lemonade"}"#);
+        assert_eq!((new.priced.size, new.qty), ("regular", 1));
+    }
+
+    #[test]
+    fn quantity_outside_one_to_twenty_is_refused() {
+        for qty in ["0", "-1", "21", "4294967297"] {
+            let message = refusal(&format!(r#"{{"item":"water","qty":{qty}}}"#));
+            assert!(message.contains("between 1 and 20"), "{qty}: {message}");
+        }
+        assert_eq!(line(r#"{"item":"water","qty":20}"#).qty, 20);
+    }
+
+    #[test]
+    fn malformed_json_is_refused_with_an_example() {
+        for body in [
+            "",
+            "not json",
+            r#"{"item":3}"#,
+            r#"{"size":"large"}"#,
+            r#"{"item":"coke","qty":1.5}"#,
+        ] {
+            let message = refusal(body);
+            assert!(
+                message.contains(r#"{"item":"pepperoni""#),
+                "{body}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_rather_than_ignored() {
+        let message = refusal(r#"{"item":"coke","quantity":3}"#);
+        assert!(message.contains("quantity"), "{message}");
+    }
+
+    #[test]
+    fn unknown_items_and_sizes_are_refused() {
+        assert!(refusal(r#"{"item":"sushi"}"#).contains("margherita"));
+        assert!(refusal(r#"{"item":"margherita","size":"xl"}"#).contains("small, medium, large"));
+    }
+
+    #[test]
+    fn adding_gives_each_line_the_next_id_and_prices_it() {
+        let mut cart = Cart::default();
+        assert_eq!(
+            cart.add(&line(r#"{"item":"pepperoni","size":"large","qty":2}"#)),
+            Ok(1)
+        );
+        assert_eq!(cart.add(&line(r#"{"item":"coke"}"#)), Ok(2));
+        assert_eq!(cart.next_line_id, 3);
+        assert_eq!(cart.lines[0].line_total_cents, 2998);
+        assert_eq!(cart.view().total_cents, 2998 + 249);
+    }
+
+    #[test]
+    fn removed_line_ids_are_not_reused() {
+        let mut cart = Cart::default();
+        let water = line(r#"{"item":"water"}"#);
+        cart.add(&water).unwrap();
+        cart.add(&water).unwrap();
+        assert_eq!(cart.remove(2).map(|line| line.id), Ok(2));
+        assert_eq!(cart.add(&water), Ok(3));
+    }
+
+    #[test]
+    fn removing_a_missing_line_is_not_found() {
+        let mut cart = Cart::default();
+        assert!(matches!(cart.remove(7), Err(ApiError::NotFound(_))));
+    }
+
+    #[test]
+    fn a_full_cart_refuses_more_lines() {
+        let mut cart = Cart::default();
+        let water = line(r#"{"item":"water"}"#);
+        for _ in 0..MAX_LINES {
+            cart.add(&water).unwrap();
+        }
+        assert_eq!(cart.add(&water), Err(ApiError::CartFull));
+        assert_eq!(cart.lines.len(), MAX_LINES);
+    }
+
+    #[test]
+    fn the_view_has_lines_total_and_currency_but_no_bookkeeping() {
+        let mut cart = Cart::default();
+        cart.add(&line(r#"{"item":"pepperoni","size":"large","qty":1}"#))
+            .unwrap();
+        let json = serde_json::to_value(cart.view()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "lines": [{"id": 1, "item": "pepperoni", "size": "large", "qty": 1,
+                           "unit_price_cents": 1499, "line_total_cents": 1499}],
+                "total_cents": 1499,
+                "currency": "USD"
+            })
+        );
+    }
+
+    #[test]
+    fn the_stored_record_round_trips() {
+        let mut cart = Cart::default();
+        cart.add(&line(r#"{"item":"veggie","size":"small"}"#))
+            .unwrap();
+        let json = serde_json::to_value(&cart).unwrap();
+        assert_eq!(json["next_line_id"], 2);
+        assert_eq!(json["pending"], serde_json::Value::Null);
+        assert_eq!(serde_json::from_value::<Cart>(json).unwrap(), cart);
+    }
+}

@@ -1,0 +1,360 @@
+//! The Redis backend: what every host sharing one Redis sees.
+//!
+//! One multiplexed [`ConnectionManager`] per host carries every command; it reconnects by itself
+//! when Redis comes back, and each command is bounded by [`RESPONSE_TIMEOUT`] so a guest waiting
+//! on a dead Redis gets `unavailable` rather than hanging until its deadline.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+
+use super::{BackendError, KeyPage, keys};
+
+/// How long one command may wait for Redis' answer before it fails as `unavailable`.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long (re)connecting may take before the command that needed the connection fails.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reconnection attempts per failed connection before commands fail fast; the manager tries
+/// again on the next command, so this bounds latency, not availability.
+const RECONNECT_ATTEMPTS: usize = 2;
+/// SCAN calls one `list` page may make: keeps a page's work bounded on a large keyspace, at the
+/// price of pages that can come back short (the contract allows that).
+const MAX_SCANS_PER_PAGE: usize = 16;
+/// The smallest SCAN COUNT hint; small hints make Redis walk the keyspace in tiny steps.
+const MIN_SCAN_COUNT: u32 = 100;
+
+/// Compare-and-swap in one atomic step. KEYS[1]: key. ARGV: expect-present flag ("1"/"0"),
+/// expected value, new value, ttl seconds ("" for none).
+const CAS_SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if current ~= ARGV[2] then return 0 end
+else
+  if current then return 0 end
+end
+if ARGV[4] == '' then
+  redis.call('SET', KEYS[1], ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
+end
+return 1
+";
+
+#[derive(Clone)]
+pub struct RedisBackend {
+    url: String,
+    connection: ConnectionManager,
+    cas: Script,
+}
+
+impl RedisBackend {
+    /// Connects and checks Redis answers; fails if it cannot be reached now.
+    pub async fn connect(url: &str) -> Result<Self, BackendError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(RECONNECT_ATTEMPTS);
+        let connection = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unavailable)?;
+        let backend = RedisBackend {
+            url: redacted(url),
+            connection,
+            cas: Script::new(CAS_SCRIPT),
+        };
+        backend.ping().await?;
+        Ok(backend)
+    }
+
+    /// The URL with any password removed, for logs.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        // Cheap: a handle onto the one multiplexed connection.
+        self.connection.clone()
+    }
+
+    pub async fn ping(&self) -> Result<(), BackendError> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        self.conn().get(key).await.map_err(unavailable)
+    }
+
+    pub async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl_seconds: Option<u32>,
+    ) -> Result<(), BackendError> {
+        let mut conn = self.conn();
+        match ttl_seconds {
+            None => conn.set::<_, _, ()>(key, value).await,
+            Some(ttl) => {
+                conn.set_ex::<_, _, ()>(key, value, u64::from(ttl.max(1)))
+                    .await
+            }
+        }
+        .map_err(unavailable)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<bool, BackendError> {
+        let removed: u64 = self.conn().del(key).await.map_err(unavailable)?;
+        Ok(removed > 0)
+    }
+
+    pub async fn exists(&self, key: &str) -> Result<bool, BackendError> {
+        self.conn().exists(key).await.map_err(unavailable)
+    }
+
+    pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, BackendError> {
+        match self.conn().incr(key, delta).await {
+            Ok(value) => Ok(value),
+            // Redis answers "ERR value is not an integer or out of range" and
+            // "ERR increment or decrement would overflow".
+            Err(e)
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
+            {
+                Err(BackendError::NotAnInteger)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    pub async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+        ttl_seconds: Option<u32>,
+    ) -> Result<bool, BackendError> {
+        let ttl = ttl_seconds
+            .map(|t| t.max(1).to_string())
+            .unwrap_or_default();
+        let written: i64 = self
+            .cas
+            .key(key)
+            .arg(if expected.is_some() { "1" } else { "0" })
+            .arg(expected.unwrap_or_default())
+            .arg(new)
+            .arg(ttl)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(written == 1)
+    }
+
+    /// SCAN-based listing. The cursor is `"<scan cursor>"` or `"<scan cursor>/<last key>"`: when
+    /// one SCAN batch holds more keys than fit on the page, the next page re-reads the same batch
+    /// and skips keys up to the last one returned (batches are sorted for that).
+    pub async fn list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<KeyPage, BackendError> {
+        let (mut scan_cursor, mut after) = parse_cursor(cursor)?;
+        let pattern = format!("{}*", escape_glob(&format!("{namespace}{prefix}")));
+        let limit = limit as usize;
+        let mut keys: Vec<String> = Vec::new();
+        let mut conn = self.conn();
+        for _ in 0..MAX_SCANS_PER_PAGE {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(scan_cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg((limit as u32).max(MIN_SCAN_COUNT))
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            let mut batch: Vec<String> = batch
+                .into_iter()
+                .filter_map(|k| k.strip_prefix(namespace).map(str::to_owned))
+                .collect();
+            batch.sort_unstable();
+            batch.dedup();
+            if let Some(after) = after.take() {
+                batch.retain(|k| *k > after);
+            }
+            let room = limit - keys.len();
+            if batch.len() > room {
+                keys.extend(batch.into_iter().take(room));
+                let last = keys.last().cloned().unwrap_or_default();
+                return Ok(KeyPage {
+                    keys,
+                    cursor: Some(format!("{scan_cursor}/{last}")),
+                });
+            }
+            keys.extend(batch);
+            scan_cursor = next;
+            if next == 0 {
+                return Ok(KeyPage { keys, cursor: None });
+            }
+            if keys.len() == limit {
+                break;
+            }
+        }
+        Ok(KeyPage {
+            keys,
+            cursor: Some(scan_cursor.to_string()),
+        })
+    }
+
+    pub async fn put_component(&self, digest: &str, bytes: &[u8]) -> Result<(), BackendError> {
+        // SET NX: the digest names the bytes, so an existing value is already right.
+        let _: Option<String> = redis::cmd("SET")
+            .arg(keys::component(digest))
+            .arg(bytes)
+            .arg("NX")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub async fn get_component(&self, digest: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        self.conn()
+            .get(keys::component(digest))
+            .await
+            .map_err(unavailable)
+    }
+
+    pub async fn put_function(&self, name: &str, entry_json: &str) -> Result<(), BackendError> {
+        let _: () = redis::pipe()
+            .atomic()
+            .hset(keys::FUNCTIONS, name, entry_json)
+            .ignore()
+            .incr(keys::FUNCTIONS_VERSION, 1)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub async fn delete_function(&self, name: &str) -> Result<bool, BackendError> {
+        let (removed,): (u64,) = redis::pipe()
+            .atomic()
+            .hdel(keys::FUNCTIONS, name)
+            .incr(keys::FUNCTIONS_VERSION, 1)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(removed > 0)
+    }
+
+    pub async fn get_function(&self, name: &str) -> Result<Option<String>, BackendError> {
+        self.conn()
+            .hget(keys::FUNCTIONS, name)
+            .await
+            .map_err(unavailable)
+    }
+
+    pub async fn list_functions(&self) -> Result<(u64, Vec<(String, String)>), BackendError> {
+        let (version, entries): (Option<u64>, Vec<(String, String)>) = redis::pipe()
+            .atomic()
+            .get(keys::FUNCTIONS_VERSION)
+            .hgetall(keys::FUNCTIONS)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok((version.unwrap_or(0), entries))
+    }
+
+    pub async fn functions_version(&self) -> Result<u64, BackendError> {
+        let version: Option<u64> = self
+            .conn()
+            .get(keys::FUNCTIONS_VERSION)
+            .await
+            .map_err(unavailable)?;
+        Ok(version.unwrap_or(0))
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> BackendError {
+    BackendError::Unavailable(e.to_string())
+}
+
+fn parse_cursor(cursor: Option<&str>) -> Result<(u64, Option<String>), BackendError> {
+    let Some(cursor) = cursor else {
+        return Ok((0, None));
+    };
+    let (number, after) = match cursor.split_once('/') {
+        Some((number, after)) => (number, Some(after.to_owned())),
+        None => (cursor, None),
+    };
+    let number = number.parse().map_err(|_| BackendError::InvalidCursor)?;
+    Ok((number, after))
+}
+
+/// Escapes Redis glob metacharacters so a prefix matches literally.
+fn escape_glob(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `redis://user:secret@host/` → `redis://user:***@host/`.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_metacharacters_are_escaped() {
+        assert_eq!(
+            escape_glob("gf:kv:{a}:x*?[y]\\"),
+            "gf:kv:{a}:x\\*\\?\\[y\\]\\\\"
+        );
+    }
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() {
+        assert_eq!(parse_cursor(None).ok(), Some((0, None)));
+        assert_eq!(parse_cursor(Some("42")).ok(), Some((42, None)));
+        assert_eq!(
+            parse_cursor(Some("7/a/b")).ok(),
+            Some((7, Some("a/b".to_owned())))
+        );
+        assert!(matches!(
+            parse_cursor(Some("nope")),
+            Err(BackendError::InvalidCursor)
+        ));
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redacted("redis://:pw@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(redacted("redis://u:pw@h"), "redis://u:***@h");
+        assert_eq!(redacted("redis://h:6379"), "redis://h:6379");
+    }
+}

@@ -1,0 +1,170 @@
+//! The `goldfish` command: `serve` runs a host, `stress` proves instance recycling under load.
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use goldfish::backend::Backend;
+use goldfish::backend::memory::MemoryBackend;
+use goldfish::backend::redis::RedisBackend;
+use goldfish::engine::RequestLimits;
+use goldfish::server::{self, AppState, Settings};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "goldfish",
+    version,
+    about = "A serverless WebAssembly function host: a fresh instance per request, all state in Redis"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a host.
+    Serve(ServeArgs),
+    /// Drive load at one or more hosts and check that every request got a fresh instance.
+    Stress(goldfish::stress::StressArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StoreKind {
+    /// Redis at --redis, shared by every host.
+    Redis,
+    /// An embedded in-memory store: development only, not shared, lost on exit.
+    Memory,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed as `listening on http://ADDR`).
+    #[arg(long, env = "GOLDFISH_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Redis URL (redis://[:password@]host:port[/db]).
+    #[arg(
+        long,
+        env = "GOLDFISH_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    redis: String,
+    /// Where state lives.
+    #[arg(long, value_enum, env = "GOLDFISH_STORE", default_value = "redis")]
+    store: StoreKind,
+    /// Bearer token for the admin API; without one the admin API refuses every request.
+    #[arg(long, env = "GOLDFISH_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Largest request body passed to a function, in bytes.
+    #[arg(long, env = "GOLDFISH_MAX_BODY_BYTES", default_value_t = server::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// Largest component accepted by the admin API, in bytes.
+    #[arg(long, env = "GOLDFISH_MAX_COMPONENT_BYTES", default_value_t = server::DEFAULT_MAX_COMPONENT_BYTES)]
+    max_component_bytes: usize,
+    /// Wall-clock limit of one invocation, in milliseconds.
+    #[arg(long, env = "GOLDFISH_TIMEOUT_MS", default_value_t = server::DEFAULT_TIMEOUT.as_millis() as u64)]
+    timeout_ms: u64,
+    /// Linear memory limit of one instance, in MiB.
+    #[arg(long, env = "GOLDFISH_MEMORY_MIB", default_value_t = server::DEFAULT_MAX_MEMORY_BYTES >> 20)]
+    memory_mib: usize,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in log files or collectors.
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Stress(args) => match runtime.block_on(goldfish::stress::command(args)) {
+            Ok(true) => Ok(()),
+            // The report has already said which check failed.
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let backend = match args.store {
+        StoreKind::Redis => Backend::Redis(RedisBackend::connect(&args.redis).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach Redis at {}: {e}\n  start Redis (e.g. `redis-server --port 6379`), pass the right URL with \
+                 --redis / GOLDFISH_REDIS_URL, or use `--store memory` for a single-node development host",
+                args.redis
+            )
+        })?),
+        StoreKind::Memory => {
+            tracing::warn!("using the embedded memory store: state is not shared with other hosts and is lost on exit");
+            Backend::Memory(MemoryBackend::new())
+        }
+    };
+    if args.admin_token.is_none() {
+        tracing::warn!(
+            "no admin token configured: the admin API will refuse every request (set --admin-token)"
+        );
+    }
+    let settings = Settings {
+        admin_token: args.admin_token.filter(|t| !t.is_empty()),
+        max_body_bytes: args.max_body_bytes,
+        max_component_bytes: args.max_component_bytes,
+        limits: RequestLimits {
+            max_memory_bytes: args.memory_mib << 20,
+            timeout: Duration::from_millis(args.timeout_ms),
+        },
+    };
+    let state = AppState::new(backend.clone(), settings)?;
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(store = %backend.describe(), "goldfish host ready");
+    // Scripts and tests read this line to find the port.
+    println!("listening on http://{addr}");
+    server::run(listener, state, shutdown_signal()).await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

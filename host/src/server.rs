@@ -1,0 +1,202 @@
+//! The HTTP server: state shared by handlers, the router, health endpoints, and `run` with
+//! graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::Request;
+use axum::routing::{any, get};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower_http::trace::TraceLayer;
+
+use crate::backend::Backend;
+use crate::engine::{MAX_INSTANCES, RequestLimits, Runtime};
+use crate::error::HostError;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::{admin, invoke};
+
+/// Default largest request body a function receives (413 beyond).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+/// Default largest component an operator may upload (413 beyond).
+pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 16 << 20;
+/// Default wall-clock limit of one invocation (504 beyond).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default linear memory limit of one instance.
+pub const DEFAULT_MAX_MEMORY_BYTES: usize = 64 << 20;
+/// How long shutdown waits for in-flight requests before giving up on them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Everything `serve` needs besides the socket.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub admin_token: Option<String>,
+    pub max_body_bytes: usize,
+    pub max_component_bytes: usize,
+    pub limits: RequestLimits,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            admin_token: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
+            limits: RequestLimits {
+                max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
+                timeout: DEFAULT_TIMEOUT,
+            },
+        }
+    }
+}
+
+/// Shared by every handler. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub backend: Backend,
+    pub runtime: Arc<Runtime>,
+    pub registry: Arc<Registry>,
+    pub settings: Arc<Settings>,
+    pub metrics: Arc<Metrics>,
+    /// One permit per pooled instance slot: a request holds one while its instance exists, so
+    /// the pool is never asked for more slots than it has.
+    pub instance_slots: Arc<Semaphore>,
+}
+
+impl AppState {
+    /// Builds the engine and registry over `backend`.
+    pub fn new(backend: Backend, settings: Settings) -> anyhow::Result<Self> {
+        let runtime = Runtime::new(settings.limits.max_memory_bytes)?;
+        let registry = Registry::new(backend.clone(), runtime.clone());
+        Ok(AppState {
+            backend,
+            runtime,
+            registry,
+            settings: Arc::new(settings),
+            metrics: Metrics::new()?,
+            instance_slots: Arc::new(Semaphore::new(MAX_INSTANCES as usize)),
+        })
+    }
+}
+
+/// The router: admin API, invocation, health.
+pub fn app(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/v1/functions", get(admin::list))
+        .route(
+            "/v1/functions/{name}",
+            get(admin::show).put(admin::deploy).delete(admin::remove),
+        );
+    Router::new()
+        .merge(admin)
+        .route("/fn/{name}", any(invoke::invoke))
+        .route("/fn/{name}/{*path}", any(invoke::invoke))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        // Bodies are read with explicit limits in the handlers (see `read_body`), which answer
+        // 413 with a JSON message rather than axum's plain-text default.
+        .layer(DefaultBodyLimit::disable())
+        // Failures are logged once, by `HostError`, with their reason.
+        .layer(TraceLayer::new_for_http().on_failure(()))
+        .with_state(state)
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then drains in-flight requests for up
+/// to [`SHUTDOWN_GRACE`].
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let refresher = tokio::spawn(state.registry.clone().keep_fresh({
+        let mut rx = stop_rx.clone();
+        async move {
+            rx.wait_for(|stopped| *stopped).await.ok();
+        }
+    }));
+    let app = app(state);
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown({
+        let stop_tx = stop_tx.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight requests");
+            stop_tx.send(true).ok();
+        }
+    });
+    let mut stopped = stop_rx;
+    let result = tokio::select! {
+        result = server => result.map_err(anyhow::Error::from),
+        _ = async {
+            stopped.wait_for(|s| *s).await.ok();
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("in-flight requests did not finish within {SHUTDOWN_GRACE:?}; stopping anyway");
+            Ok(())
+        }
+    };
+    refresher.abort();
+    result
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<&'static str, HostError> {
+    state.backend.ping().await?;
+    Ok("ready\n")
+}
+
+/// `GET /metrics`: Prometheus text format. Unauthenticated, like most exporters: keep the port
+/// internal or filter the path at the load balancer.
+async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    state
+        .metrics
+        .compiled_components
+        .set(state.registry.compiled_count() as i64);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(),
+    )
+}
+
+/// Reads a request body of at most `limit` bytes; `what` names it in the 413 message.
+pub async fn read_body(
+    request: Request<Body>,
+    limit: usize,
+    what: &str,
+    flag: &str,
+) -> Result<Vec<u8>, HostError> {
+    let too_large = || {
+        HostError::PayloadTooLarge(format!(
+            "the {what} is larger than the limit of {limit} bytes (host option {flag})"
+        ))
+    };
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(HostError::BadRequest(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}

@@ -1,0 +1,369 @@
+//! The admin API over real HTTP against a real Redis: deploys, listing, deletion, and every way
+//! an upload or a caller can be wrong.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Host, Redis, TOKEN, client, eventually, guest, json};
+
+#[tokio::test]
+async fn both_reference_functions_deploy_and_are_listed() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    let response = host.deploy("cart", Some("pizza"), guest("cart")).await;
+    let (status, entry) = json(response).await;
+    assert_eq!(status, 201, "{entry}");
+    assert_eq!(entry["name"], "cart");
+    assert_eq!(entry["app"], "pizza");
+    assert_eq!(entry["digest"].as_str().map(str::len), Some(64));
+    assert_eq!(entry["size"].as_u64(), Some(guest("cart").len() as u64));
+    host.deploy_ok("checkout", Some("pizza"), "checkout").await;
+
+    let (status, list) = json(
+        client()
+            .get(format!("{}/v1/functions", host.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["cart", "checkout"]);
+
+    let (status, one) = json(
+        client()
+            .get(format!("{}/v1/functions/checkout", host.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, one["app"].as_str()), (200, Some("pizza")));
+}
+
+#[tokio::test]
+async fn component_bytes_are_stored_content_addressed_in_redis() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    let (_, entry) = json(host.deploy("probe", None, guest("recycle-probe")).await).await;
+    let digest = entry["digest"].as_str().unwrap().to_owned();
+    let mut conn = redis.client();
+    let stored: Vec<u8> = redis::cmd("GET")
+        .arg(format!("gf:component:{digest}"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(stored, guest("recycle-probe"));
+    assert_eq!(entry["app"], "probe", "app defaults to the function name");
+}
+
+#[tokio::test]
+async fn deleted_function_answers_404() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    host.deploy_ok("probe", None, "recycle-probe").await;
+    assert_eq!(
+        client()
+            .get(host.fn_url("probe"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let status = client()
+        .delete(format!("{}/v1/functions/probe", host.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 204);
+    let (status, body) = json(client().get(host.fn_url("probe")).send().await.unwrap()).await;
+    assert_eq!(status, 404);
+    assert!(body["error"].as_str().unwrap().contains("probe"), "{body}");
+    let status = client()
+        .delete(format!("{}/v1/functions/probe", host.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 404, "deleting twice");
+}
+
+#[tokio::test]
+async fn redeploy_through_one_host_is_served_by_another_within_a_second() {
+    let redis = Redis::start();
+    let a = Host::start(&redis);
+    let b = Host::start(&redis);
+    a.deploy_ok("thing", None, "recycle-probe").await;
+    // B has never heard of `thing` and serves it at once.
+    let (status, body) = json(client().get(b.fn_url("thing")).send().await.unwrap()).await;
+    assert_eq!((status, body["global"].as_u64()), (200, Some(1)), "{body}");
+
+    a.deploy_ok("thing", None, "misbehave").await;
+    let switched = eventually(Duration::from_secs(1), || async {
+        let text = client()
+            .get(b.fn_url("thing"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text == "misbehave"
+    })
+    .await;
+    assert!(
+        switched,
+        "host B still serves the old version a second after the redeploy"
+    );
+
+    let status = client()
+        .delete(format!("{}/v1/functions/thing", a.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 204);
+    let gone = eventually(Duration::from_secs(1), || async {
+        client()
+            .get(b.fn_url("thing"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 404
+    })
+    .await;
+    assert!(
+        gone,
+        "host B still serves a deleted function a second later"
+    );
+}
+
+async fn expect_refused(host: &Host, name: &str, bytes: Vec<u8>, status: u16, message_part: &str) {
+    let (got, body) = json(host.deploy(name, None, bytes).await).await;
+    let message = body["error"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(got, status, "{body}");
+    assert!(
+        message.contains(message_part),
+        "message {message:?} should mention {message_part:?}"
+    );
+}
+
+#[tokio::test]
+async fn garbage_upload_is_400_not_webassembly() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    expect_refused(
+        &host,
+        "junk",
+        b"this is not wasm".to_vec(),
+        400,
+        "not WebAssembly",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn core_module_is_400_saying_it_is_not_a_component() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    // The smallest valid core module: magic + version 1.
+    expect_refused(
+        &host,
+        "core",
+        b"\0asm\x01\0\0\0".to_vec(),
+        400,
+        "core WebAssembly module",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn component_of_another_world_is_422_naming_the_missing_export() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    expect_refused(
+        &host,
+        "cli",
+        guest("wrong-world"),
+        422,
+        "does not export `handle`",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn component_importing_the_filesystem_is_422_naming_the_import() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    expect_refused(&host, "fs", guest("uses-fs"), 422, "wasi:filesystem/").await;
+}
+
+#[tokio::test]
+async fn truncated_component_is_422_with_the_compiler_reason() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    let mut bytes = guest("recycle-probe");
+    bytes.truncate(bytes.len() / 2);
+    expect_refused(&host, "half", bytes, 422, "does not compile").await;
+}
+
+#[tokio::test]
+async fn oversized_component_is_413() {
+    let redis = Redis::start();
+    let host = Host::start_with(&[
+        "--redis",
+        &redis.url(),
+        "--admin-token",
+        TOKEN,
+        "--max-component-bytes",
+        "1000",
+    ]);
+    expect_refused(
+        &host,
+        "big",
+        guest("recycle-probe"),
+        413,
+        "--max-component-bytes",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_names_are_400() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    for name in ["Cart", "-cart", "cart_1", &"x".repeat(64)] {
+        expect_refused(
+            &host,
+            name,
+            guest("recycle-probe"),
+            400,
+            "invalid function name",
+        )
+        .await;
+    }
+    let (status, body) = json(
+        host.deploy("ok", Some("Bad.App"), guest("recycle-probe"))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("invalid app"));
+}
+
+#[tokio::test]
+async fn missing_or_wrong_token_is_401_and_nothing_is_deployed() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    let url = format!("{}/v1/functions/probe", host.url);
+    let response = client()
+        .put(&url)
+        .body(guest("recycle-probe"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.as_bytes()),
+        Some(&b"Bearer"[..])
+    );
+    let (status, body) = json(response).await;
+    assert_eq!(status, 401);
+    assert!(
+        body["error"].as_str().unwrap().contains("Authorization"),
+        "{body}"
+    );
+
+    let (status, body) = json(
+        client()
+            .put(&url)
+            .bearer_auth("nope")
+            .body(guest("recycle-probe"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("wrong admin token"),
+        "{body}"
+    );
+
+    let status = client()
+        .get(format!("{}/v1/functions", host.url))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 401, "listing needs the token too");
+    assert_eq!(
+        client()
+            .get(host.fn_url("probe"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn admin_api_without_a_configured_token_is_403_saying_how_to_set_one() {
+    let redis = Redis::start();
+    let host = Host::start_with(&["--redis", &redis.url()]);
+    let response = client()
+        .put(format!("{}/v1/functions/probe", host.url))
+        .bearer_auth("anything")
+        .body(guest("recycle-probe"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json(response).await;
+    assert_eq!(status, 403);
+    assert!(
+        body["error"].as_str().unwrap().contains("--admin-token"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn host_refuses_to_start_without_redis_and_names_the_url() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_goldfish"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--redis", &url])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&url) && stderr.contains("--store memory"),
+        "{stderr}"
+    );
+}

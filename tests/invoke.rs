@@ -1,0 +1,409 @@
+//! Invocation over real HTTP: fresh instances, key isolation, and a host that survives
+//! misbehaving guests with a precise status for each.
+
+mod support;
+
+use support::{Host, Redis, TOKEN, client, guest, json};
+
+#[tokio::test]
+async fn every_call_gets_a_fresh_instance_while_kv_state_accumulates() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    host.deploy_ok("probe", None, "recycle-probe").await;
+    const CALLS: u64 = 120;
+    for i in 1..=CALLS {
+        let (status, body) = json(client().post(host.fn_url("probe")).send().await.unwrap()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["global"].as_u64(),
+            Some(1),
+            "call {i} saw a global from an earlier call: {body}"
+        );
+        assert_eq!(body["kv"].as_u64(), Some(i), "{body}");
+    }
+    let (_, count) = json(
+        client()
+            .get(host.fn_url("probe/count"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(count["kv"].as_u64(), Some(CALLS));
+    let mut conn = redis.client();
+    let stored: u64 = redis::cmd("GET")
+        .arg("gf:kv:{probe}:probe:calls")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(
+        stored, CALLS,
+        "the counter lives in Redis under the app's namespace"
+    );
+}
+
+#[tokio::test]
+async fn apps_cannot_see_each_others_keys() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    host.deploy_ok("alice", Some("app-a"), "misbehave").await;
+    host.deploy_ok("alice-too", Some("app-a"), "misbehave")
+        .await;
+    host.deploy_ok("mallory", Some("app-b"), "misbehave").await;
+    let put = client()
+        .put(host.fn_url("alice/kv?key=secret"))
+        .body("42")
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    // Same app, other function: visible.
+    let same_app = client()
+        .get(host.fn_url("alice-too/kv?key=secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same_app.text().await.unwrap(), "42");
+    // Other app, with the same key and with keys that try to reach outside the namespace.
+    for key in [
+        "secret",
+        "gf:kv:{app-a}:secret",
+        "../app-a/secret",
+        "{app-a}:secret",
+    ] {
+        let status = client()
+            .get(host.fn_url(&format!("mallory/kv?key={key}")))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 404, "app-b read {key:?}");
+    }
+    let (_, listed) = json(
+        client()
+            .get(host.fn_url("mallory/kv-list?prefix="))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        listed,
+        serde_json::json!([]),
+        "app-b lists no keys of app-a"
+    );
+    let (_, listed) = json(
+        client()
+            .get(host.fn_url("alice/kv-list?prefix=sec"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(listed, serde_json::json!(["secret"]));
+}
+
+#[tokio::test]
+async fn guest_sees_path_query_method_headers_and_body() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    host.deploy_ok("mb", None, "misbehave").await;
+    let response = client()
+        .patch(host.fn_url("mb/echo?x=1&y=2"))
+        .header("X-Thing", "yes")
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    let (status, echo) = json(response).await;
+    assert_eq!(status, 200);
+    assert_eq!(echo["method"], "PATCH");
+    assert_eq!(echo["path"], "/echo");
+    assert_eq!(echo["query"], "x=1&y=2");
+    assert_eq!(echo["body"], "payload");
+    let headers = echo["headers"].as_array().unwrap();
+    assert!(
+        headers.iter().any(|h| h[0] == "x-thing" && h[1] == "yes"),
+        "{echo}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_function_is_404_json() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    let (status, body) = json(
+        client()
+            .get(host.fn_url("nobody/here"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("PUT /v1/functions/nobody"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn trapping_guest_is_500_naming_the_trap_and_the_next_call_succeeds() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    host.deploy_ok("mb", None, "misbehave").await;
+    let (status, body) = json(client().get(host.fn_url("mb/trap")).send().await.unwrap()).await;
+    assert_eq!(status, 500);
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains("trapped") && message.contains("unreachable"),
+        "{message}"
+    );
+    assert!(
+        message.contains("deliberate trap"),
+        "the guest's panic message is passed on: {message}"
+    );
+    let ok = client().get(host.fn_url("mb/echo")).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn looping_guest_is_504_and_the_host_keeps_serving() {
+    let redis = Redis::start();
+    let host = Host::start_with(&[
+        "--redis",
+        &redis.url(),
+        "--admin-token",
+        TOKEN,
+        "--timeout-ms",
+        "500",
+    ]);
+    host.deploy_ok("mb", None, "misbehave").await;
+    let spinning = tokio::spawn(client().get(host.fn_url("mb/spin")).send());
+    // While it spins, others are served.
+    let ok = client().get(host.fn_url("mb/echo")).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let (status, body) = json(spinning.await.unwrap().unwrap()).await;
+    assert_eq!(status, 504, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn guest_over_its_memory_limit_is_500_saying_memory_limit() {
+    let redis = Redis::start();
+    let host = Host::start_with(&[
+        "--redis",
+        &redis.url(),
+        "--admin-token",
+        TOKEN,
+        "--memory-mib",
+        "16",
+    ]);
+    host.deploy_ok("mb", None, "misbehave").await;
+    let fits = client()
+        .get(host.fn_url("mb/alloc?mb=4"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fits.status(), 200);
+    let (status, body) = json(
+        client()
+            .get(host.fn_url("mb/alloc?mb=32"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 500);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("memory limit of 16 MiB"),
+        "{body}"
+    );
+    assert_eq!(
+        client()
+            .get(host.fn_url("mb/alloc?mb=4"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn invalid_status_or_header_from_the_guest_is_502() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    host.deploy_ok("mb", None, "misbehave").await;
+    let (status, body) = json(
+        client()
+            .get(host.fn_url("mb/bad-status"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 502);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid status 42"),
+        "{body}"
+    );
+    let (status, body) = json(
+        client()
+            .get(host.fn_url("mb/bad-header"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 502);
+    assert!(body["error"].as_str().unwrap().contains("header"), "{body}");
+}
+
+#[tokio::test]
+async fn oversized_request_body_is_413_before_the_guest_runs() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    host.deploy_ok("mb", None, "misbehave").await;
+    let big = vec![b'x'; (1 << 20) + 1];
+    let (status, body) = json(
+        client()
+            .post(host.fn_url("mb/echo"))
+            .body(big)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 413);
+    assert!(
+        body["error"].as_str().unwrap().contains("--max-body-bytes"),
+        "{body}"
+    );
+    let just_fits = vec![b'x'; 1 << 20];
+    assert_eq!(
+        client()
+            .post(host.fn_url("mb/echo"))
+            .body(just_fits)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn guest_stdout_and_stderr_reach_the_host_log_tagged() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    host.deploy_ok("mb", None, "misbehave").await;
+    let response = client().get(host.fn_url("mb/stdout")).send().await.unwrap();
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(response.status(), 200);
+    let found = support::eventually(std::time::Duration::from_secs(2), || async {
+        let log = host.log_contents();
+        log.lines().any(|l| {
+            l.contains("hello from misbehave")
+                && l.contains(&request_id)
+                && l.contains("function=mb")
+        })
+    })
+    .await;
+    assert!(
+        found,
+        "guest output not in the log:\n{}",
+        host.log_contents()
+    );
+}
+
+#[tokio::test]
+async fn redis_going_away_gives_503_and_service_resumes_when_it_returns() {
+    let dir = std::env::temp_dir().join(format!("goldfish-aof-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut redis = Redis::start_persisting(Some(&dir));
+    let port = redis.port;
+    let host = Host::start(&redis);
+    host.deploy_ok("probe", None, "recycle-probe").await;
+    assert_eq!(
+        client()
+            .post(host.fn_url("probe"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    redis.stop();
+    let (status, body) = json(client().post(host.fn_url("probe")).send().await.unwrap()).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        client()
+            .get(format!("{}/readyz", host.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(
+        client()
+            .get(format!("{}/healthz", host.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let _back = Redis::start_on(port, Some(&dir)).expect("redis restarts on its port");
+    let recovered = support::eventually(std::time::Duration::from_secs(10), || async {
+        client()
+            .post(host.fn_url("probe"))
+            .send()
+            .await
+            .map(|r| r.status() == 200)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(recovered, "the host did not recover after Redis came back");
+    let (_, body) = json(client().post(host.fn_url("probe")).send().await.unwrap()).await;
+    assert!(
+        body["kv"].as_u64() >= Some(3),
+        "acknowledged increments survived the outage: {body}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn memory_store_serves_a_single_dev_host() {
+    let host = Host::start_with(&["--store", "memory", "--admin-token", TOKEN]);
+    host.deploy_ok("probe", None, "recycle-probe").await;
+    for i in 1..=3u64 {
+        let (_, body) = json(client().post(host.fn_url("probe")).send().await.unwrap()).await;
+        assert_eq!(
+            (body["global"].as_u64(), body["kv"].as_u64()),
+            (Some(1), Some(i))
+        );
+    }
+    let _ = guest; // keep the import used in every configuration
+}

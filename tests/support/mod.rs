@@ -1,0 +1,289 @@
+//! Shared test harness: a private `redis-server` per test, real `goldfish` hosts on port 0, the
+//! guest components (built once by cargo), and small HTTP helpers.
+//!
+//! Nothing here touches the Redis on 6379: every test starts its own server on a free port and
+//! kills it when the test ends.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "test-admin-token";
+
+/// The workspace root (the parent of `host/`).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf()
+}
+
+/// Every guest the tests use, built once per test process with the same command the README and
+/// the demo use. Cargo's own lock makes concurrent test processes wait for one build.
+pub fn guest(name: &str) -> Vec<u8> {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let target_dir = workspace().join("target").join("wasm");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(workspace())
+            .args(["build", "--target", "wasm32-wasip2", "--profile", "guest"])
+            .args(["-p", "cart", "-p", "checkout", "-p", "recycle-probe"])
+            .args(["-p", "misbehave", "-p", "wrong-world", "-p", "uses-fs"])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            // The outer cargo's flags are for the host target, not wasm.
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_BUILD_TARGET")
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the guest components failed");
+        target_dir.join("wasm32-wasip2").join("guest")
+    });
+    // Libraries (cdylib) get underscores in their file name, binaries keep the package name.
+    let library = dir.join(format!("{}.wasm", name.replace('-', "_")));
+    let file = if library.exists() {
+        library
+    } else {
+        dir.join(format!("{name}.wasm"))
+    };
+    std::fs::read(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind port 0")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// A `redis-server` of our own, killed on drop.
+pub struct Redis {
+    pub port: u16,
+    child: Child,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Redis::start_persisting(None)
+    }
+
+    /// With `dir`, every write is fsynced to an append-only file there, so a server restarted
+    /// on the same port and dir comes back with every acknowledged write.
+    pub fn start_persisting(dir: Option<&Path>) -> Redis {
+        for _ in 0..20 {
+            let port = free_port();
+            if let Some(redis) = Redis::start_on(port, dir) {
+                return redis;
+            }
+        }
+        panic!("could not start redis-server on a free port");
+    }
+
+    /// Starts on a given port (also used to bring Redis back after `stop`).
+    pub fn start_on(port: u16, dir: Option<&Path>) -> Option<Redis> {
+        let mut command = Command::new("redis-server");
+        command.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ]);
+        match dir {
+            Some(dir) => command
+                .args(["--appendonly", "yes", "--appendfsync", "always"])
+                .arg("--dir")
+                .arg(dir),
+            None => command.args(["--appendonly", "no"]),
+        };
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        let mut redis = Redis { port, child };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = redis.child.try_wait() {
+                return None; // exited: port taken
+            }
+            if redis.ping() {
+                return Some(redis);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        if s.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 7];
+        s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    /// A synchronous client for assertions on what Redis holds.
+    pub fn client(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .expect("url")
+            .get_connection()
+            .expect("connect to test redis")
+    }
+
+    /// Kills the server (simulating Redis going away).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A `goldfish serve` process, killed on drop.
+pub struct Host {
+    pub url: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Host {
+    /// Starts a host on port 0 against `redis` with the test admin token.
+    pub fn start(redis: &Redis) -> Host {
+        Host::start_with(&["--redis", &redis.url(), "--admin-token", TOKEN])
+    }
+
+    pub fn start_with(args: &[&str]) -> Host {
+        let log = std::env::temp_dir().join(format!(
+            "goldfish-test-{}-{}.log",
+            std::process::id(),
+            free_port()
+        ));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_goldfish"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn goldfish");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read goldfish stdout");
+        let Some(url) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.wait();
+            panic!(
+                "goldfish did not start: {line:?}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        Host {
+            url: url.to_owned(),
+            child,
+            log,
+        }
+    }
+
+    /// Kills the process at once (SIGKILL), like a crashed machine.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_contents(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn fn_url(&self, path: &str) -> String {
+        format!("{}/fn/{}", self.url, path.trim_start_matches('/'))
+    }
+
+    pub async fn deploy(&self, name: &str, app: Option<&str>, bytes: Vec<u8>) -> reqwest::Response {
+        let mut url = format!("{}/v1/functions/{name}", self.url);
+        if let Some(app) = app {
+            url.push_str(&format!("?app={app}"));
+        }
+        client()
+            .put(url)
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+            .await
+            .expect("deploy request")
+    }
+
+    /// Deploys and asserts 201.
+    pub async fn deploy_ok(&self, name: &str, app: Option<&str>, guest_name: &str) {
+        let response = self.deploy(name, app, guest(guest_name)).await;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert_eq!(status, 201, "deploying {name}: {body}");
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// One shared HTTP client per test; no cookie store (tests pass the session cookie by hand so
+/// the same session can hop between hosts).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// Polls `check` every 20 ms until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// JSON body of a response, with the status.
+pub async fn json(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let value = serde_json::from_str(&text).unwrap_or_else(|_| serde_json::Value::String(text));
+    (status, value)
+}
