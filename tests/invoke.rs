@@ -108,7 +108,7 @@ async fn guest_sees_path_query_method_headers_and_body() {
     let host = Host::start(&redis);
     host.deploy_ok("mb", None, "misbehave").await;
     let response = client()
-        .patch(host.fn_url("mb/echo?x=1&y=2"))
+        .patch(host.fn_url("mb/echo/a%20b?x=1&y=2"))
         .header("X-Thing", "yes")
         .body("payload")
         .send()
@@ -117,7 +117,10 @@ async fn guest_sees_path_query_method_headers_and_body() {
     let (status, echo) = json(response).await;
     assert_eq!(status, 200);
     assert_eq!(echo["method"], "PATCH");
-    assert_eq!(echo["path"], "/echo");
+    assert_eq!(
+        echo["path"], "/echo/a%20b",
+        "the path below /fn/{{name}}, not decoded"
+    );
     assert_eq!(echo["query"], "x=1&y=2");
     assert_eq!(echo["body"], "payload");
     let headers = echo["headers"].as_array().unwrap();

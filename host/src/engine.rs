@@ -382,10 +382,11 @@ fn describe_trap(e: &wasmtime::Error) -> String {
         Some(trap) => trap.to_string(),
         None => e.to_string(),
     };
-    if let Some(backtrace) = e.downcast_ref::<wasmtime::WasmBacktrace>() {
-        if let Some(frame) = backtrace.frames().iter().find_map(|f| f.func_name()) {
-            reason.push_str(&format!(" (in {frame})"));
-        }
+    if let Some(frame) = e
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .and_then(|backtrace| backtrace.frames().iter().find_map(|f| f.func_name()))
+    {
+        reason.push_str(&format!(" (in {frame})"));
     }
     reason
 }
