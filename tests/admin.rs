@@ -367,3 +367,26 @@ async fn host_refuses_to_start_without_redis_and_names_the_url() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn requests_in_flight_finish_on_the_version_they_started_with() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    host.deploy_ok("thing", None, "misbehave").await;
+    let slow = tokio::spawn(client().get(host.fn_url("thing/sleep?ms=700")).send());
+    // Let the slow request reach its instance, then swap the code under it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    host.deploy_ok("thing", None, "recycle-probe").await;
+    let (status, body) = json(client().post(host.fn_url("thing")).send().await.unwrap()).await;
+    assert_eq!(
+        (status, body["global"].as_u64()),
+        (200, Some(1)),
+        "new requests get the new version: {body}"
+    );
+    let (status, body) = json(slow.await.unwrap().unwrap()).await;
+    assert_eq!(
+        (status, body["slept_ms"].as_u64()),
+        (200, Some(700)),
+        "the old request finished on the old version: {body}"
+    );
+}

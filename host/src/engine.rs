@@ -176,6 +176,16 @@ pub enum CallError {
     Timeout(Duration),
 }
 
+/// How instances get their memories and tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allocation {
+    /// Pre-reserved slots reused across instances, copy-on-write images, resident pages reset
+    /// in place: what `goldfish serve` uses.
+    Pooling,
+    /// wasmtime's default: map and unmap per instance. Only a benchmark baseline.
+    OnDemand,
+}
+
 /// The engine and linker, shared by every request on this host.
 pub struct Runtime {
     engine: Engine,
@@ -186,6 +196,15 @@ impl Runtime {
     /// Builds the engine with the pooling allocator sized for `max_memory_bytes` per instance,
     /// and starts the epoch ticker thread.
     pub fn new(max_memory_bytes: usize) -> anyhow::Result<Arc<Self>> {
+        Self::with_allocation(max_memory_bytes, Allocation::Pooling)
+    }
+
+    /// Like [`Runtime::new`] with a choice of allocator; [`Allocation::OnDemand`] exists as the
+    /// baseline in `cargo bench`.
+    pub fn with_allocation(
+        max_memory_bytes: usize,
+        allocation: Allocation,
+    ) -> anyhow::Result<Arc<Self>> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(MAX_INSTANCES)
             // A wit-bindgen component holds a handful of core instances (the guest plus
@@ -210,7 +229,10 @@ impl Runtime {
             // Copy-on-write memory images: instantiation maps the data segments instead of
             // copying them.
             .memory_init_cow(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            .allocation_strategy(match allocation {
+                Allocation::Pooling => InstanceAllocationStrategy::Pooling(pool),
+                Allocation::OnDemand => InstanceAllocationStrategy::OnDemand,
+            });
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
 
         let mut linker = Linker::<HostState>::new(&engine);

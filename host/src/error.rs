@@ -121,7 +121,8 @@ impl From<ResolveError> for HostError {
                 "no function named `{name}` is deployed; deploy it with PUT /v1/functions/{name}"
             )),
             ResolveError::Backend(b) => b.into(),
-            broken @ ResolveError::Broken { .. } => HostError::Internal(broken.to_string()),
+            // Not the caller's fault, but the operator can fix it: say how.
+            broken @ ResolveError::Broken { .. } => HostError::GuestFailed(broken.to_string()),
         }
     }
 }
