@@ -37,6 +37,8 @@ enum Command {
 enum StoreKind {
     /// Redis at --redis, shared by every host.
     Redis,
+    /// A Redis Cluster; --redis lists one or more of its nodes, comma-separated.
+    RedisCluster,
     /// An embedded in-memory store: development only, not shared, lost on exit.
     Memory,
 }
@@ -46,7 +48,8 @@ struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (printed as `listening on http://ADDR`).
     #[arg(long, env = "GOLDFISH_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
-    /// Redis URL (redis://[:password@]host:port[/db]).
+    /// Redis URL (redis://[:password@]host:port[/db]); with `--store redis-cluster`, one or more
+    /// cluster node URLs, comma-separated.
     #[arg(
         long,
         env = "GOLDFISH_REDIS_URL",
@@ -109,16 +112,36 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let unreachable = |e| {
+        anyhow::anyhow!(
+            "cannot reach Redis at {}: {e}\n  start Redis (e.g. `redis-server --port 6379`), pass the right URL with \
+             --redis / GOLDFISH_REDIS_URL, or use `--store memory` for a single-node development host",
+            args.redis
+        )
+    };
     let backend = match args.store {
-        StoreKind::Redis => Backend::Redis(RedisBackend::connect(&args.redis).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach Redis at {}: {e}\n  start Redis (e.g. `redis-server --port 6379`), pass the right URL with \
-                 --redis / GOLDFISH_REDIS_URL, or use `--store memory` for a single-node development host",
-                args.redis
+        StoreKind::Redis => Backend::Redis(
+            RedisBackend::connect(&args.redis)
+                .await
+                .map_err(unreachable)?,
+        ),
+        StoreKind::RedisCluster => {
+            let nodes: Vec<&str> = args
+                .redis
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .collect();
+            Backend::Redis(
+                RedisBackend::connect_cluster(&nodes)
+                    .await
+                    .map_err(unreachable)?,
             )
-        })?),
+        }
         StoreKind::Memory => {
-            tracing::warn!("using the embedded memory store: state is not shared with other hosts and is lost on exit");
+            tracing::warn!(
+                "using the embedded memory store: state is not shared with other hosts and is lost on exit"
+            );
             Backend::Memory(MemoryBackend::new())
         }
     };

@@ -18,10 +18,11 @@ pub mod keys {
     pub fn kv_namespace(app: &str) -> String {
         format!("gf:kv:{{{app}}}:")
     }
-    /// Hash of function name → JSON [`crate::registry::FunctionEntry`].
-    pub const FUNCTIONS: &str = "gf:functions";
+    /// Hash of function name → JSON [`crate::registry::FunctionEntry`]. Shares a hash tag with
+    /// [`FUNCTIONS_VERSION`] so both change in one MULTI, on Redis Cluster too.
+    pub const FUNCTIONS: &str = "gf:{registry}:functions";
     /// Counter bumped on every deploy or delete, so hosts notice changes with one cheap GET.
-    pub const FUNCTIONS_VERSION: &str = "gf:functions:version";
+    pub const FUNCTIONS_VERSION: &str = "gf:{registry}:version";
     /// Component bytes, content-addressed by lowercase hex SHA-256.
     pub fn component(digest: &str) -> String {
         format!("gf:component:{digest}")
@@ -70,7 +71,7 @@ impl Backend {
     /// A short name for logs and `/readyz`.
     pub fn describe(&self) -> String {
         match self {
-            Backend::Redis(b) => format!("redis at {}", b.url()),
+            Backend::Redis(b) => b.describe(),
             Backend::Memory(_) => "embedded memory store (single node, not shared)".to_string(),
         }
     }

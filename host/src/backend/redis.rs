@@ -1,13 +1,17 @@
 //! The Redis backend: what every host sharing one Redis sees.
 //!
-//! One multiplexed [`ConnectionManager`] per host carries every command; it reconnects by itself
-//! when Redis comes back, and each command is bounded by [`RESPONSE_TIMEOUT`] so a guest waiting
+//! One multiplexed connection per host carries every command: a [`ConnectionManager`] for a single
+//! server, or a [`ClusterConnection`] that routes each command by its key's slot for Redis
+//! Cluster. Both reconnect by themselves when Redis comes back, and each command is bounded by [`RESPONSE_TIMEOUT`] so a guest waiting
 //! on a dead Redis gets `unavailable` rather than hanging until its deadline.
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Script};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, Script, Value};
 
 use super::{BackendError, KeyPage, keys};
 
@@ -43,13 +47,50 @@ return 1
 
 #[derive(Clone)]
 pub struct RedisBackend {
-    url: String,
-    connection: ConnectionManager,
+    /// For logs: what this is connected to, passwords removed.
+    description: String,
+    connection: Connection,
     cas: Script,
 }
 
+/// One Redis server, or a Redis Cluster. Both are multiplexed, reconnect by themselves and are
+/// cheap to clone.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 impl RedisBackend {
-    /// Connects and checks Redis answers; fails if it cannot be reached now.
+    /// Connects to one Redis server and checks it answers; fails if it cannot be reached now.
     pub async fn connect(url: &str) -> Result<Self, BackendError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
         let config = ConnectionManagerConfig::new()
@@ -59,8 +100,28 @@ impl RedisBackend {
         let connection = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(unavailable)?;
+        let description = format!("redis at {}", redacted(url));
+        RedisBackend::checked(description, Connection::Single(connection)).await
+    }
+
+    /// Connects to a Redis Cluster through any of its `nodes` (the others are discovered) and
+    /// checks it answers.
+    pub async fn connect_cluster(nodes: &[&str]) -> Result<Self, BackendError> {
+        let client = ClusterClient::builder(nodes.iter().copied())
+            .connection_timeout(CONNECTION_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT)
+            .retries(RECONNECT_ATTEMPTS as u32)
+            .build()
+            .map_err(unavailable)?;
+        let connection = client.get_async_connection().await.map_err(unavailable)?;
+        let nodes: Vec<String> = nodes.iter().map(|n| redacted(n)).collect();
+        let description = format!("redis cluster via {}", nodes.join(","));
+        RedisBackend::checked(description, Connection::Cluster(connection)).await
+    }
+
+    async fn checked(description: String, connection: Connection) -> Result<Self, BackendError> {
         let backend = RedisBackend {
-            url: redacted(url),
+            description,
             connection,
             cas: Script::new(CAS_SCRIPT),
         };
@@ -68,13 +129,13 @@ impl RedisBackend {
         Ok(backend)
     }
 
-    /// The URL with any password removed, for logs.
-    pub fn url(&self) -> &str {
-        &self.url
+    /// What this backend is connected to, without passwords, for logs.
+    pub fn describe(&self) -> String {
+        self.description.clone()
     }
 
-    fn conn(&self) -> ConnectionManager {
-        // Cheap: a handle onto the one multiplexed connection.
+    fn conn(&self) -> Connection {
+        // Cheap: a handle onto the shared multiplexed connection(s).
         self.connection.clone()
     }
 
@@ -84,6 +145,32 @@ impl RedisBackend {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    /// One SCAN step. On a cluster it goes to the primary owning the namespace's slot: every key
+    /// of an app shares that slot through the `{app}` hash tag, so one node holds them all.
+    async fn scan(
+        &self,
+        cursor: u64,
+        pattern: &str,
+        count: u32,
+        namespace: &str,
+    ) -> Result<(u64, Vec<String>), BackendError> {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count);
+        match self.conn() {
+            Connection::Single(mut c) => cmd.query_async(&mut c).await.map_err(unavailable),
+            Connection::Cluster(mut c) => {
+                let route = Route::with_slot(Slot::for_key(namespace), SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                let value = c.route_command(cmd, routing).await.map_err(unavailable)?;
+                redis::from_redis_value(value).map_err(|e| BackendError::Unavailable(e.to_string()))
+            }
+        }
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
@@ -167,17 +254,9 @@ impl RedisBackend {
         let pattern = format!("{}*", escape_glob(&format!("{namespace}{prefix}")));
         let limit = limit as usize;
         let mut keys: Vec<String> = Vec::new();
-        let mut conn = self.conn();
         for _ in 0..MAX_SCANS_PER_PAGE {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(scan_cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg((limit as u32).max(MIN_SCAN_COUNT))
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
+            let count = (limit as u32).max(MIN_SCAN_COUNT);
+            let (next, batch) = self.scan(scan_cursor, &pattern, count, namespace).await?;
             let mut batch: Vec<String> = batch
                 .into_iter()
                 .filter_map(|k| k.strip_prefix(namespace).map(str::to_owned))
