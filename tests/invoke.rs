@@ -410,3 +410,20 @@ async fn memory_store_serves_a_single_dev_host() {
     }
     let _ = guest; // keep the import used in every configuration
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_requests_in_flight_finish_then_exits_cleanly() {
+    let redis = Redis::start();
+    let mut host = Host::start(&redis);
+    host.deploy_ok("mb", None, "misbehave").await;
+    let slow = tokio::spawn(client().get(host.fn_url("mb/sleep?ms=600")).send());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let exit = tokio::task::block_in_place(|| host.terminate());
+    let (status, body) = json(slow.await.unwrap().unwrap()).await;
+    assert_eq!(
+        (status, body["slept_ms"].as_u64()),
+        (200, Some(600)),
+        "{body}"
+    );
+    assert!(exit.success(), "goldfish exited with {exit}");
+}

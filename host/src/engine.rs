@@ -7,7 +7,6 @@
 //! makes that cheap (a few microseconds).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable, types::ComponentItem};
@@ -95,7 +94,7 @@ impl WasiView for HostState {
 /// be reported as "memory limit" rather than an opaque `unreachable`.
 pub(crate) struct MemoryLimits {
     max_memory_bytes: usize,
-    hit: Arc<AtomicBool>,
+    hit: bool,
 }
 
 impl ResourceLimiter for MemoryLimits {
@@ -106,7 +105,7 @@ impl ResourceLimiter for MemoryLimits {
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.max_memory_bytes {
-            self.hit.store(true, Ordering::Relaxed);
+            self.hit = true;
             return Ok(false);
         }
         Ok(true)
@@ -311,7 +310,6 @@ impl Runtime {
         request: Request,
     ) -> Result<Response, CallError> {
         let started = std::time::Instant::now();
-        let memory_hit = Arc::new(AtomicBool::new(false));
         let mut wasi = WasiCtx::builder();
         wasi.stdout(log.stdout()).stderr(log.stderr());
         let state = HostState {
@@ -319,7 +317,7 @@ impl Runtime {
             table: ResourceTable::new(),
             limits: MemoryLimits {
                 max_memory_bytes: limits.max_memory_bytes,
-                hit: memory_hit.clone(),
+                hit: false,
             },
             kv,
         };
@@ -339,14 +337,13 @@ impl Runtime {
             instance.call_handle(&mut store, &request).await
         };
         let outcome = tokio::time::timeout(limits.timeout, run).await;
+        let memory_hit = store.data().limits.hit;
         drop(store);
         drop(live);
         match outcome {
             Err(_) => Err(CallError::Timeout(limits.timeout)),
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(_)) if memory_hit.load(Ordering::Relaxed) => {
-                Err(CallError::MemoryLimit(limits.max_memory_bytes >> 20))
-            }
+            Ok(Err(_)) if memory_hit => Err(CallError::MemoryLimit(limits.max_memory_bytes >> 20)),
             Ok(Err(e)) => Err(CallError::Trap(describe_trap(&e))),
         }
     }

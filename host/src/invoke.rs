@@ -41,25 +41,16 @@ pub async fn invoke(
         .unwrap_or_default();
     let request_id = new_request_id();
     let started = Instant::now();
-    let response = match run(&state, &name, &request_id, request).await {
-        Ok(response) => response,
-        Err(e) => {
-            let known = !matches!(e, HostError::NotFound(_));
-            let response = e.into_response();
-            if !known {
-                state.metrics.request(
-                    UNKNOWN_FUNCTION,
-                    response.status().as_u16(),
-                    started.elapsed(),
-                );
-                return with_request_id(response, &request_id);
-            }
-            response
-        }
+    // Requests for names that are not deployed share one label, so random names cannot blow up
+    // the number of metric series.
+    let (label, response) = match run(&state, &name, &request_id, request).await {
+        Ok(response) => (name.as_str(), response),
+        Err(e @ HostError::NotFound(_)) => (UNKNOWN_FUNCTION, e.into_response()),
+        Err(e) => (name.as_str(), e.into_response()),
     };
     state
         .metrics
-        .request(&name, response.status().as_u16(), started.elapsed());
+        .request(label, response.status().as_u16(), started.elapsed());
     with_request_id(response, &request_id)
 }
 

@@ -331,6 +331,16 @@ impl Host {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGTERM (a polite stop, as an orchestrator would) and waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        self.child.wait().expect("goldfish exits")
+    }
+
     pub fn log_contents(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
