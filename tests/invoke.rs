@@ -427,3 +427,36 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits_cleanly() {
     );
     assert!(exit.success(), "goldfish exited with {exit}");
 }
+
+#[tokio::test]
+async fn a_host_at_its_instance_limit_answers_503_instead_of_queueing_forever() {
+    let redis = Redis::start();
+    let host = Host::start_with(&[
+        "--redis",
+        &redis.url(),
+        "--admin-token",
+        TOKEN,
+        "--max-instances",
+        "1",
+    ]);
+    host.deploy_ok("mb", None, "misbehave").await;
+    let busy = tokio::spawn(client().get(host.fn_url("mb/sleep?ms=3000")).send());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, body) = json(client().get(host.fn_url("mb/echo")).send().await.unwrap()).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("instance limit"),
+        "{body}"
+    );
+    assert_eq!(busy.await.unwrap().unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(host.fn_url("mb/echo"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "the slot is free again"
+    );
+}

@@ -31,7 +31,7 @@ struct Stats {
 }
 
 async fn measure(allocation: Allocation, component: &[u8], path: &str) -> Stats {
-    let runtime = Runtime::with_allocation(64 << 20, allocation).expect("runtime");
+    let runtime = Runtime::with_allocation(64 << 20, 16, allocation).expect("runtime");
     let compiled = runtime.compile(component).expect("component compiles");
     let backend = Backend::Memory(MemoryBackend::new());
     let metrics = Metrics::new().expect("metrics");

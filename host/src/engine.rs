@@ -32,9 +32,10 @@ wasmtime::component::bindgen!({
 /// late a timed-out request notices.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Concurrent instances one host can hold: the pooling allocator reserves this many slots up
-/// front, and requests beyond it wait for a slot (see [`crate::invoke`]).
-pub const MAX_INSTANCES: u32 = 1000;
+/// Default for the concurrent instances one host can hold: the pooling allocator reserves this
+/// many slots up front (each a few GiB of address space, not memory), and requests beyond it wait
+/// for a slot (see [`crate::invoke`]). `--max-instances` changes it.
+pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
 
 /// Linear memory kept mapped and resident in a pooled slot after an instance is dropped, so the
 /// next instance reuses it without page faults (the bytes are reset, not unmapped). The wasm
@@ -192,26 +193,27 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Builds the engine with the pooling allocator sized for `max_memory_bytes` per instance,
-    /// and starts the epoch ticker thread.
-    pub fn new(max_memory_bytes: usize) -> anyhow::Result<Arc<Self>> {
-        Self::with_allocation(max_memory_bytes, Allocation::Pooling)
+    /// Builds the engine with the pooling allocator: `max_instances` slots of
+    /// `max_memory_bytes` each. Starts the epoch ticker thread.
+    pub fn new(max_memory_bytes: usize, max_instances: u32) -> anyhow::Result<Arc<Self>> {
+        Self::with_allocation(max_memory_bytes, max_instances, Allocation::Pooling)
     }
 
     /// Like [`Runtime::new`] with a choice of allocator; [`Allocation::OnDemand`] exists as the
     /// baseline in `cargo bench`.
     pub fn with_allocation(
         max_memory_bytes: usize,
+        max_instances: u32,
         allocation: Allocation,
     ) -> anyhow::Result<Arc<Self>> {
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(MAX_INSTANCES)
+        pool.total_component_instances(max_instances)
             // A wit-bindgen component holds a handful of core instances (the guest plus
             // canonical-ABI shims), tables likewise; only the guest has a memory.
-            .total_core_instances(MAX_INSTANCES * 8)
-            .total_tables(MAX_INSTANCES * 4)
-            .total_memories(MAX_INSTANCES)
-            .total_stacks(MAX_INSTANCES)
+            .total_core_instances(max_instances.saturating_mul(8))
+            .total_tables(max_instances.saturating_mul(4))
+            .total_memories(max_instances)
+            .total_stacks(max_instances)
             .max_memory_size(max_memory_bytes)
             .table_elements(MAX_TABLE_ELEMENTS)
             .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)

@@ -71,6 +71,10 @@ struct ServeArgs {
     /// Wall-clock limit of one invocation, in milliseconds.
     #[arg(long, env = "GOLDFISH_TIMEOUT_MS", default_value_t = server::DEFAULT_TIMEOUT.as_millis() as u64)]
     timeout_ms: u64,
+    /// Instances this host may run at once; each pooled slot reserves address space up front.
+    #[arg(long, env = "GOLDFISH_MAX_INSTANCES", default_value_t = goldfish::engine::DEFAULT_MAX_INSTANCES,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_instances: u32,
     /// Linear memory limit of one instance, in MiB.
     #[arg(long, env = "GOLDFISH_MEMORY_MIB", default_value_t = server::DEFAULT_MAX_MEMORY_BYTES >> 20)]
     memory_mib: usize,
@@ -154,6 +158,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_token: args.admin_token.filter(|t| !t.is_empty()),
         max_body_bytes: args.max_body_bytes,
         max_component_bytes: args.max_component_bytes,
+        max_instances: args.max_instances,
         limits: RequestLimits {
             max_memory_bytes: args.memory_mib << 20,
             timeout: Duration::from_millis(args.timeout_ms),

@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use tower_http::trace::TraceLayer;
 
 use crate::backend::Backend;
-use crate::engine::{MAX_INSTANCES, RequestLimits, Runtime};
+use crate::engine::{DEFAULT_MAX_INSTANCES, RequestLimits, Runtime};
 use crate::error::HostError;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -40,6 +40,8 @@ pub struct Settings {
     pub admin_token: Option<String>,
     pub max_body_bytes: usize,
     pub max_component_bytes: usize,
+    /// Instances this host may hold at once (pooled slots).
+    pub max_instances: u32,
     pub limits: RequestLimits,
 }
 
@@ -49,6 +51,7 @@ impl Default for Settings {
             admin_token: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
+            max_instances: DEFAULT_MAX_INSTANCES,
             limits: RequestLimits {
                 max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
                 timeout: DEFAULT_TIMEOUT,
@@ -73,15 +76,15 @@ pub struct AppState {
 impl AppState {
     /// Builds the engine and registry over `backend`.
     pub fn new(backend: Backend, settings: Settings) -> anyhow::Result<Self> {
-        let runtime = Runtime::new(settings.limits.max_memory_bytes)?;
+        let runtime = Runtime::new(settings.limits.max_memory_bytes, settings.max_instances)?;
         let registry = Registry::new(backend.clone(), runtime.clone());
         Ok(AppState {
             backend,
             runtime,
             registry,
+            instance_slots: Arc::new(Semaphore::new(settings.max_instances as usize)),
             settings: Arc::new(settings),
             metrics: Metrics::new()?,
-            instance_slots: Arc::new(Semaphore::new(MAX_INSTANCES as usize)),
         })
     }
 }
