@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Host, Redis, TOKEN, client, eventually, guest, json};
+use support::{Host, Redis, TOKEN, client, eventually, get_status, guest, json};
 
 #[tokio::test]
 async fn both_reference_functions_deploy_and_are_listed() {
@@ -71,15 +71,7 @@ async fn deleted_function_answers_404() {
     let redis = Redis::start();
     let host = Host::start(&redis);
     host.deploy_ok("probe", None, "recycle-probe").await;
-    assert_eq!(
-        client()
-            .get(host.fn_url("probe"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&host.fn_url("probe")).await, 200);
     let status = client()
         .delete(format!("{}/v1/functions/probe", host.url))
         .bearer_auth(TOKEN)
@@ -138,13 +130,7 @@ async fn redeploy_through_one_host_is_served_by_another_within_a_second() {
         .status();
     assert_eq!(status, 204);
     let gone = eventually(Duration::from_secs(1), || async {
-        client()
-            .get(b.fn_url("thing"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 404
+        get_status(&b.fn_url("thing")).await == 404
     })
     .await;
     assert!(
@@ -225,14 +211,7 @@ async fn truncated_component_is_422_with_the_compiler_reason() {
 #[tokio::test]
 async fn oversized_component_is_413() {
     let redis = Redis::start();
-    let host = Host::start_with(&[
-        "--redis",
-        &redis.url(),
-        "--admin-token",
-        TOKEN,
-        "--max-component-bytes",
-        "1000",
-    ]);
+    let host = Host::start_tuned(&redis, &["--max-component-bytes", "1000"]);
     expect_refused(
         &host,
         "big",
@@ -310,22 +289,9 @@ async fn missing_or_wrong_token_is_401_and_nothing_is_deployed() {
         "{body}"
     );
 
-    let status = client()
-        .get(format!("{}/v1/functions", host.url))
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let status = get_status(&format!("{}/v1/functions", host.url)).await;
     assert_eq!(status, 401, "listing needs the token too");
-    assert_eq!(
-        client()
-            .get(host.fn_url("probe"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(get_status(&host.fn_url("probe")).await, 404);
 }
 
 #[tokio::test]

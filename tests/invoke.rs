@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{Host, Redis, TOKEN, client, guest, json};
+use support::{Host, Redis, TOKEN, client, get_status, guest, json, post_status};
 
 #[tokio::test]
 async fn every_call_gets_a_fresh_instance_while_kv_state_accumulates() {
@@ -175,14 +175,7 @@ async fn trapping_guest_is_500_naming_the_trap_and_the_next_call_succeeds() {
 #[tokio::test]
 async fn looping_guest_is_504_and_the_host_keeps_serving() {
     let redis = Redis::start();
-    let host = Host::start_with(&[
-        "--redis",
-        &redis.url(),
-        "--admin-token",
-        TOKEN,
-        "--timeout-ms",
-        "500",
-    ]);
+    let host = Host::start_tuned(&redis, &["--timeout-ms", "500"]);
     host.deploy_ok("mb", None, "misbehave").await;
     let spinning = tokio::spawn(client().get(host.fn_url("mb/spin")).send());
     // While it spins, others are served.
@@ -202,14 +195,7 @@ async fn looping_guest_is_504_and_the_host_keeps_serving() {
 #[tokio::test]
 async fn guest_over_its_memory_limit_is_500_saying_memory_limit() {
     let redis = Redis::start();
-    let host = Host::start_with(&[
-        "--redis",
-        &redis.url(),
-        "--admin-token",
-        TOKEN,
-        "--memory-mib",
-        "16",
-    ]);
+    let host = Host::start_tuned(&redis, &["--memory-mib", "16"]);
     host.deploy_ok("mb", None, "misbehave").await;
     let fits = client()
         .get(host.fn_url("mb/alloc?mb=4"))
@@ -233,15 +219,7 @@ async fn guest_over_its_memory_limit_is_500_saying_memory_limit() {
             .contains("memory limit of 16 MiB"),
         "{body}"
     );
-    assert_eq!(
-        client()
-            .get(host.fn_url("mb/alloc?mb=4"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&host.fn_url("mb/alloc?mb=4")).await, 200);
 }
 
 #[tokio::test]
@@ -348,36 +326,12 @@ async fn redis_going_away_gives_503_and_service_resumes_when_it_returns() {
     let port = redis.port;
     let host = Host::start(&redis);
     host.deploy_ok("probe", None, "recycle-probe").await;
-    assert_eq!(
-        client()
-            .post(host.fn_url("probe"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(post_status(&host.fn_url("probe")).await, 200);
     redis.stop();
     let (status, body) = json(client().post(host.fn_url("probe")).send().await.unwrap()).await;
     assert_eq!(status, 503, "{body}");
-    assert_eq!(
-        client()
-            .get(format!("{}/readyz", host.url))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
-    assert_eq!(
-        client()
-            .get(format!("{}/healthz", host.url))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&format!("{}/readyz", host.url)).await, 503);
+    assert_eq!(get_status(&format!("{}/healthz", host.url)).await, 200);
     let _back = Redis::start_on(port, Some(&dir)).expect("redis restarts on its port");
     let recovered = support::eventually(std::time::Duration::from_secs(10), || async {
         client()
@@ -431,14 +385,7 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits_cleanly() {
 #[tokio::test]
 async fn a_host_at_its_instance_limit_answers_503_instead_of_queueing_forever() {
     let redis = Redis::start();
-    let host = Host::start_with(&[
-        "--redis",
-        &redis.url(),
-        "--admin-token",
-        TOKEN,
-        "--max-instances",
-        "1",
-    ]);
+    let host = Host::start_tuned(&redis, &["--max-instances", "1"]);
     host.deploy_ok("mb", None, "misbehave").await;
     let busy = tokio::spawn(client().get(host.fn_url("mb/sleep?ms=3000")).send());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -450,12 +397,7 @@ async fn a_host_at_its_instance_limit_answers_503_instead_of_queueing_forever() 
     );
     assert_eq!(busy.await.unwrap().unwrap().status(), 200);
     assert_eq!(
-        client()
-            .get(host.fn_url("mb/echo"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        get_status(&host.fn_url("mb/echo")).await,
         200,
         "the slot is free again"
     );

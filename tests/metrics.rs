@@ -4,7 +4,7 @@
 mod support;
 
 use goldfish::stress::prometheus::Scrape;
-use support::{Host, Redis, client};
+use support::{Host, Redis, client, get_status, post_status};
 
 async fn scrape(host: &Host) -> Scrape {
     let page = client()
@@ -27,34 +27,10 @@ async fn counters_move_by_exactly_the_calls_made_including_a_trap() {
     let before = scrape(&host).await;
 
     for _ in 0..5 {
-        assert_eq!(
-            client()
-                .post(host.fn_url("probe"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(post_status(&host.fn_url("probe")).await, 200);
     }
-    assert_eq!(
-        client()
-            .get(host.fn_url("mb/trap"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        500
-    );
-    assert_eq!(
-        client()
-            .get(host.fn_url("nobody"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(get_status(&host.fn_url("mb/trap")).await, 500);
+    assert_eq!(get_status(&host.fn_url("nobody")).await, 404);
     let after = scrape(&host).await;
 
     let delta =
@@ -126,24 +102,9 @@ async fn counters_move_by_exactly_the_calls_made_including_a_trap() {
 #[tokio::test]
 async fn timed_out_calls_still_balance_created_and_dropped() {
     let redis = Redis::start();
-    let host = Host::start_with(&[
-        "--redis",
-        &redis.url(),
-        "--admin-token",
-        support::TOKEN,
-        "--timeout-ms",
-        "300",
-    ]);
+    let host = Host::start_tuned(&redis, &["--timeout-ms", "300"]);
     host.deploy_ok("mb", None, "misbehave").await;
-    assert_eq!(
-        client()
-            .get(host.fn_url("mb/spin"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        504
-    );
+    assert_eq!(get_status(&host.fn_url("mb/spin")).await, 504);
     let after = scrape(&host).await;
     let mb = [("function", "mb")];
     assert_eq!(after.sum("goldfish_instances_created_total", &mb), 1.0);

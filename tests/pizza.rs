@@ -5,7 +5,7 @@ mod support;
 
 use futures::future::join_all;
 use serde_json::{Value, json as j};
-use support::{Host, Redis, client, json};
+use support::{Host, Redis, client, get_status, json};
 
 /// Unit price from the shop's own menu (the `pizza` library both guests are built from).
 fn price(item: &str, size: Option<&str>) -> u64 {
@@ -365,11 +365,6 @@ async fn carts_expire_a_day_after_the_last_write() {
 async fn unknown_order_is_404() {
     let redis = Redis::start();
     let hosts = pizza_hosts(&redis, 1).await;
-    let status = client()
-        .get(hosts[0].fn_url("checkout/orders/does-not-exist"))
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let status = get_status(&hosts[0].fn_url("checkout/orders/does-not-exist")).await;
     assert_eq!(status, 404);
 }

@@ -291,6 +291,14 @@ impl Host {
         Host::start_with(&["--redis", &redis.url(), "--admin-token", TOKEN])
     }
 
+    /// Starts a host on port 0 against `redis` with the test admin token and `extra` flags.
+    pub fn start_tuned(redis: &Redis, extra: &[&str]) -> Host {
+        let url = redis.url();
+        let mut args = vec!["--redis", url.as_str(), "--admin-token", TOKEN];
+        args.extend_from_slice(extra);
+        Host::start_with(&args)
+    }
+
     pub fn start_with(args: &[&str]) -> Host {
         let log = std::env::temp_dir().join(format!(
             "goldfish-test-{}-{}.log",
@@ -405,6 +413,28 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The status of a plain GET.
+pub async fn get_status(url: &str) -> u16 {
+    client()
+        .get(url)
+        .send()
+        .await
+        .expect("GET")
+        .status()
+        .as_u16()
+}
+
+/// The status of a bodiless POST.
+pub async fn post_status(url: &str) -> u16 {
+    client()
+        .post(url)
+        .send()
+        .await
+        .expect("POST")
+        .status()
+        .as_u16()
 }
 
 /// JSON body of a response, with the status.
