@@ -63,13 +63,14 @@ pub enum ResolveError {
 /// their whole duration, so a redeploy never swaps the code under a running request.
 #[derive(Clone)]
 pub struct Ready {
-    pub entry: FunctionEntry,
+    pub entry: Arc<FunctionEntry>,
     pub compiled: Arc<Compiled>,
 }
 
 struct Snapshot {
     version: u64,
-    functions: BTreeMap<String, FunctionEntry>,
+    /// Entries behind `Arc`s: each request takes one without copying its strings.
+    functions: BTreeMap<String, Arc<FunctionEntry>>,
 }
 
 pub struct Registry {
@@ -161,6 +162,7 @@ impl Registry {
             None => self
                 .get(name)
                 .await?
+                .map(Arc::new)
                 .ok_or_else(|| ResolveError::NotFound(name.to_owned()))?,
         };
         let cell = self.cell(&entry.digest);
@@ -207,10 +209,10 @@ impl Registry {
             return Ok(());
         }
         let (version, entries) = self.backend.list_functions().await?;
-        let functions: BTreeMap<String, FunctionEntry> = entries
+        let functions: BTreeMap<String, Arc<FunctionEntry>> = entries
             .iter()
             .filter_map(|(name, json)| match serde_json::from_str(json) {
-                Ok(entry) => Some((name.clone(), entry)),
+                Ok(entry) => Some((name.clone(), Arc::new(entry))),
                 Err(e) => {
                     tracing::error!(function = %name, "ignoring unreadable registry entry: {e}");
                     None
@@ -252,10 +254,12 @@ impl Registry {
     }
 
     fn cell(&self, digest: &str) -> Arc<OnceCell<Arc<Compiled>>> {
-        self.lock_compiled()
-            .entry(digest.to_owned())
-            .or_default()
-            .clone()
+        let mut compiled = self.lock_compiled();
+        // Looked up first so the hot path does not allocate a key for a digest already cached.
+        if let Some(cell) = compiled.get(digest) {
+            return cell.clone();
+        }
+        compiled.entry(digest.to_owned()).or_default().clone()
     }
 }
 
