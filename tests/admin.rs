@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Host, Redis, TOKEN, client, eventually, get_status, guest, json};
+use support::{Host, Redis, TOKEN, client, eventually, get_status, guest, json, post_status};
 
 #[tokio::test]
 async fn both_reference_functions_deploy_and_are_listed() {
@@ -354,5 +354,26 @@ async fn requests_in_flight_finish_on_the_version_they_started_with() {
         (status, body["slept_ms"].as_u64()),
         (200, Some(700)),
         "the old request finished on the old version: {body}"
+    );
+}
+
+#[tokio::test]
+async fn a_name_that_was_missing_is_served_within_a_second_of_its_deploy_elsewhere() {
+    let redis = Redis::start();
+    let a = Host::start(&redis);
+    let b = Host::start(&redis);
+    assert_eq!(
+        get_status(&b.fn_url("late")).await,
+        404,
+        "B remembers the miss"
+    );
+    a.deploy_ok("late", None, "recycle-probe").await;
+    let served = eventually(Duration::from_secs(1), || async {
+        post_status(&b.fn_url("late")).await == 200
+    })
+    .await;
+    assert!(
+        served,
+        "B still answers 404 a second after the deploy through A"
     );
 }

@@ -402,3 +402,29 @@ async fn a_host_at_its_instance_limit_answers_503_instead_of_queueing_forever() 
         "the slot is free again"
     );
 }
+
+/// HGET calls Redis has served (the registry's per-name lookup), from INFO commandstats.
+fn hget_calls(redis: &Redis) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis.client())
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_hget:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_flood_of_requests_for_an_unknown_name_costs_one_redis_lookup() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    let before = hget_calls(&redis);
+    for _ in 0..50 {
+        assert_eq!(get_status(&host.fn_url("ghost")).await, 404);
+    }
+    assert_eq!(hget_calls(&redis) - before, 1);
+    // Deploying the name (through any host) makes it servable at once.
+    host.deploy_ok("ghost", None, "recycle-probe").await;
+    assert_eq!(post_status(&host.fn_url("ghost")).await, 200);
+}

@@ -7,7 +7,7 @@
 //! digest once on first use. Compiled machine code is never stored or loaded: only the bytes the
 //! operator uploaded, compiled by this host's own engine.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -71,7 +71,14 @@ struct Snapshot {
     version: u64,
     /// Entries behind `Arc`s: each request takes one without copying its strings.
     functions: BTreeMap<String, Arc<FunctionEntry>>,
+    /// Names looked up in the backend and found missing at this version. A flood of requests
+    /// for an undeployed name then costs one backend lookup, not one per request; a new version
+    /// (any deploy or delete, anywhere) brings a fresh snapshot with no misses.
+    misses: HashSet<String>,
 }
+
+/// Most missing names remembered per snapshot; past it the set starts over.
+const MAX_REMEMBERED_MISSES: usize = 10_000;
 
 pub struct Registry {
     backend: Backend,
@@ -92,6 +99,7 @@ impl Registry {
             snapshot: RwLock::new(Snapshot {
                 version: u64::MAX,
                 functions: BTreeMap::new(),
+                misses: HashSet::new(),
             }),
             compiled: Mutex::new(HashMap::new()),
         })
@@ -156,14 +164,23 @@ impl Registry {
     /// The function `name`, compiled and ready. Uses this host's snapshot; a name it does not
     /// know yet (deployed through another host since the last refresh) is looked up directly.
     pub async fn resolve(&self, name: &str) -> Result<Ready, ResolveError> {
-        let known = self.read_snapshot().functions.get(name).cloned();
+        let (known, missed) = {
+            let snapshot = self.read_snapshot();
+            (
+                snapshot.functions.get(name).cloned(),
+                snapshot.misses.contains(name),
+            )
+        };
         let entry = match known {
             Some(entry) => entry,
-            None => self
-                .get(name)
-                .await?
-                .map(Arc::new)
-                .ok_or_else(|| ResolveError::NotFound(name.to_owned()))?,
+            None if missed => return Err(ResolveError::NotFound(name.to_owned())),
+            None => match self.get(name).await? {
+                Some(entry) => Arc::new(entry),
+                None => {
+                    self.remember_miss(name);
+                    return Err(ResolveError::NotFound(name.to_owned()));
+                }
+            },
         };
         let cell = self.cell(&entry.digest);
         let compiled = cell
@@ -221,7 +238,11 @@ impl Registry {
             .collect();
         self.lock_compiled()
             .retain(|digest, _| functions.values().any(|e| &e.digest == digest));
-        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Snapshot { version, functions };
+        *self.write_snapshot() = Snapshot {
+            version,
+            functions,
+            misses: HashSet::new(),
+        };
         Ok(())
     }
 
@@ -240,6 +261,19 @@ impl Registry {
                 }
             }
         }
+    }
+
+    fn remember_miss(&self, name: &str) {
+        let mut snapshot = self.write_snapshot();
+        if snapshot.misses.len() >= MAX_REMEMBERED_MISSES {
+            snapshot.misses.clear();
+        }
+        snapshot.misses.insert(name.to_owned());
+    }
+
+    fn write_snapshot(&self) -> std::sync::RwLockWriteGuard<'_, Snapshot> {
+        // The snapshot is replaced whole, so a poisoned lock still holds a consistent value.
+        self.snapshot.write().unwrap_or_else(|p| p.into_inner())
     }
 
     fn read_snapshot(&self) -> std::sync::RwLockReadGuard<'_, Snapshot> {
