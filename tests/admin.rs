@@ -377,3 +377,38 @@ async fn a_name_that_was_missing_is_served_within_a_second_of_its_deploy_elsewhe
         "B still answers 404 a second after the deploy through A"
     );
 }
+
+#[tokio::test]
+async fn a_registry_entry_whose_bytes_do_not_compile_is_a_500_saying_redeploy() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    // What a host would find after, say, an engine change: the name points at bytes it cannot
+    // compile. Written straight into Redis, as no deploy would accept them.
+    let digest = "0".repeat(64);
+    let entry = serde_json::json!({"name": "stale", "app": "stale", "digest": digest, "size": 4, "deployed_at": 0});
+    let mut conn = redis.client();
+    let _: () = redis::cmd("SET")
+        .arg(format!("gf:component:{digest}"))
+        .arg("\0asm\r\0\x01\0garbage")
+        .query(&mut conn)
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("gf:{registry}:functions")
+        .arg("stale")
+        .arg(entry.to_string())
+        .query(&mut conn)
+        .unwrap();
+    let (status, body) = json(client().get(host.fn_url("stale")).send().await.unwrap()).await;
+    assert_eq!(status, 500, "{body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains("cannot be loaded") && message.contains("redeploy"),
+        "{message}"
+    );
+    host.deploy_ok("stale", None, "recycle-probe").await;
+    assert_eq!(
+        post_status(&host.fn_url("stale")).await,
+        200,
+        "a redeploy fixes it"
+    );
+}
