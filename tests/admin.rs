@@ -405,6 +405,17 @@ async fn a_registry_entry_whose_bytes_do_not_compile_is_a_500_saying_redeploy() 
         message.contains("cannot be loaded") && message.contains("redeploy"),
         "{message}"
     );
+    for _ in 0..3 {
+        assert_eq!(get_status(&host.fn_url("stale")).await, 500);
+    }
+    let attempts = host
+        .log_contents()
+        .matches("component does not compile on this host")
+        .count();
+    assert_eq!(
+        attempts, 1,
+        "a broken digest is compiled once, not once per request"
+    );
     host.deploy_ok("stale", None, "recycle-probe").await;
     assert_eq!(
         post_status(&host.fn_url("stale")).await,

@@ -80,6 +80,11 @@ struct Snapshot {
 /// Most missing names remembered per snapshot; past it the set starts over.
 const MAX_REMEMBERED_MISSES: usize = 10_000;
 
+/// The outcome of compiling one digest on this host. A compile error is kept too: the bytes
+/// behind a digest never change, so neither does the answer, and a broken function must not cost
+/// a compilation per request. Failures to fetch the bytes are not kept (they may be transient).
+type CompiledCell = OnceCell<Result<Arc<Compiled>, String>>;
+
 pub struct Registry {
     backend: Backend,
     runtime: Arc<Runtime>,
@@ -88,7 +93,7 @@ pub struct Registry {
     snapshot: RwLock<Snapshot>,
     /// Digest → compiled component, one cell per digest so concurrent first requests compile
     /// once. Pruned to the digests the snapshot references after each refresh.
-    compiled: Mutex<HashMap<String, Arc<OnceCell<Arc<Compiled>>>>>,
+    compiled: Mutex<HashMap<String, Arc<CompiledCell>>>,
 }
 
 impl Registry {
@@ -134,7 +139,7 @@ impl Registry {
         let json =
             serde_json::to_string(&entry).map_err(|e| DeployError::Internal(e.to_string()))?;
         self.backend.put_function(name, &json).await?;
-        self.cell(&digest).set(Arc::new(compiled)).ok();
+        self.cell(&digest).set(Ok(Arc::new(compiled))).ok();
         self.refresh().await.ok();
         Ok(entry)
     }
@@ -194,28 +199,42 @@ impl Registry {
                         reason: format!("component {} is missing from the store", entry.digest),
                     })?;
                 let runtime = self.runtime.clone();
+                let started = std::time::Instant::now();
                 let compiled = tokio::task::spawn_blocking(move || runtime.compile(&bytes))
                     .await
                     .map_err(|e| ResolveError::Broken {
                         name: name.to_owned(),
                         reason: e.to_string(),
-                    })?
-                    .map_err(|e| ResolveError::Broken {
-                        name: name.to_owned(),
-                        reason: e.to_string(),
                     })?;
-                Ok::<_, ResolveError>(Arc::new(compiled))
+                let digest = &entry.digest;
+                match &compiled {
+                    Ok(_) => {
+                        tracing::info!(%digest, elapsed = ?started.elapsed(), "compiled component")
+                    }
+                    Err(e) => {
+                        tracing::warn!(%digest, "component does not compile on this host: {e}")
+                    }
+                }
+                Ok::<_, ResolveError>(compiled.map(Arc::new).map_err(|e| e.to_string()))
             })
-            .await?
-            .clone();
-        Ok(Ready { entry, compiled })
+            .await?;
+        match compiled {
+            Ok(compiled) => Ok(Ready {
+                entry,
+                compiled: compiled.clone(),
+            }),
+            Err(reason) => Err(ResolveError::Broken {
+                name: name.to_owned(),
+                reason: reason.clone(),
+            }),
+        }
     }
 
     /// Number of compiled components cached on this host.
     pub fn compiled_count(&self) -> usize {
         self.lock_compiled()
             .values()
-            .filter(|c| c.initialized())
+            .filter(|c| matches!(c.get(), Some(Ok(_))))
             .count()
     }
 
@@ -281,13 +300,11 @@ impl Registry {
         self.snapshot.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_compiled(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<OnceCell<Arc<Compiled>>>>> {
+    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<CompiledCell>>> {
         self.compiled.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn cell(&self, digest: &str) -> Arc<OnceCell<Arc<Compiled>>> {
+    fn cell(&self, digest: &str) -> Arc<CompiledCell> {
         let mut compiled = self.lock_compiled();
         // Looked up first so the hot path does not allocate a key for a digest already cached.
         if let Some(cell) = compiled.get(digest) {
