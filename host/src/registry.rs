@@ -265,19 +265,14 @@ impl Registry {
         Ok(())
     }
 
-    /// Refreshes every [`REFRESH_INTERVAL`] until `shutdown` resolves.
-    pub async fn keep_fresh(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+    /// Refreshes every [`REFRESH_INTERVAL`], for as long as the task runs.
+    pub async fn keep_fresh(self: Arc<Self>) {
         let mut ticker = tokio::time::interval(REFRESH_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
         loop {
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = ticker.tick() => {
-                    if let Err(e) = self.refresh().await {
-                        tracing::warn!("registry refresh failed (serving the last known functions): {e}");
-                    }
-                }
+            ticker.tick().await;
+            if let Err(e) = self.refresh().await {
+                tracing::warn!("registry refresh failed (serving the last known functions): {e}");
             }
         }
     }

@@ -2,7 +2,6 @@
 //! graceful shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,27 +118,19 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let refresher = tokio::spawn(state.registry.clone().keep_fresh({
-        let mut rx = stop_rx.clone();
-        async move {
-            rx.wait_for(|stopped| *stopped).await.ok();
-        }
-    }));
-    let app = app(state);
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown({
-        let stop_tx = stop_tx.clone();
-        async move {
-            shutdown.await;
-            tracing::info!("shutting down: draining in-flight requests");
-            stop_tx.send(true).ok();
-        }
+    // Load the registry before the first request, so that request and the refresher see the
+    // same snapshot (a miss remembered in a placeholder snapshot would be lost a moment later).
+    if let Err(e) = state.registry.refresh().await {
+        tracing::warn!("could not load the function registry yet (will retry): {e}");
+    }
+    // Aborted once serving ends; until then it keeps this host's view of the registry fresh.
+    let refresher = tokio::spawn(state.registry.clone().keep_fresh());
+    let (stop_tx, mut stopped) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        stop_tx.send(true).ok();
     });
-    let mut stopped = stop_rx;
     let result = tokio::select! {
         result = server => result.map_err(anyhow::Error::from),
         _ = async {
