@@ -5,7 +5,10 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Host, Redis, TOKEN, client, eventually, get_status, guest, json, post_status};
+use support::{
+    Host, Redis, TOKEN, client, eventually, get_json, get_status, guest, json, post_json,
+    post_status,
+};
 
 #[tokio::test]
 async fn both_reference_functions_deploy_and_are_listed() {
@@ -80,7 +83,7 @@ async fn deleted_function_answers_404() {
         .unwrap()
         .status();
     assert_eq!(status, 204);
-    let (status, body) = json(client().get(host.fn_url("probe")).send().await.unwrap()).await;
+    let (status, body) = get_json(&host.fn_url("probe")).await;
     assert_eq!(status, 404);
     assert!(body["error"].as_str().unwrap().contains("probe"), "{body}");
     let status = client()
@@ -100,7 +103,7 @@ async fn redeploy_through_one_host_is_served_by_another_within_a_second() {
     let b = Host::start(&redis);
     a.deploy_ok("thing", None, "recycle-probe").await;
     // B has never heard of `thing` and serves it at once.
-    let (status, body) = json(client().get(b.fn_url("thing")).send().await.unwrap()).await;
+    let (status, body) = get_json(&b.fn_url("thing")).await;
     assert_eq!((status, body["global"].as_u64()), (200, Some(1)), "{body}");
 
     a.deploy_ok("thing", None, "misbehave").await;
@@ -343,7 +346,7 @@ async fn requests_in_flight_finish_on_the_version_they_started_with() {
     // Let the slow request reach its instance, then swap the code under it.
     tokio::time::sleep(Duration::from_millis(200)).await;
     host.deploy_ok("thing", None, "recycle-probe").await;
-    let (status, body) = json(client().post(host.fn_url("thing")).send().await.unwrap()).await;
+    let (status, body) = post_json(&host.fn_url("thing")).await;
     assert_eq!(
         (status, body["global"].as_u64()),
         (200, Some(1)),
@@ -398,7 +401,7 @@ async fn a_registry_entry_whose_bytes_do_not_compile_is_a_500_saying_redeploy() 
         .arg(entry.to_string())
         .query(&mut conn)
         .unwrap();
-    let (status, body) = json(client().get(host.fn_url("stale")).send().await.unwrap()).await;
+    let (status, body) = get_json(&host.fn_url("stale")).await;
     assert_eq!(status, 500, "{body}");
     let message = body["error"].as_str().unwrap();
     assert!(

@@ -5,7 +5,7 @@ mod support;
 
 use futures::future::join_all;
 use serde_json::json as j;
-use support::{Host, RedisCluster, TOKEN, client, json};
+use support::{Host, RedisCluster, TOKEN, client, get_json, json};
 
 fn cluster_host(cluster: &RedisCluster) -> Host {
     Host::start_with(&[
@@ -16,6 +16,14 @@ fn cluster_host(cluster: &RedisCluster) -> Host {
         "--admin-token",
         TOKEN,
     ])
+}
+
+/// Checks out the session in `cookie` with one fixed idempotency key.
+async fn checkout(host: &Host, cookie: &str) -> (u16, serde_json::Value) {
+    let request = client()
+        .post(host.fn_url("checkout"))
+        .header("cookie", cookie);
+    json(request.header("idempotency-key", "k").send().await.unwrap()).await
 }
 
 #[tokio::test]
@@ -54,38 +62,13 @@ async fn pizza_journey_runs_on_a_redis_cluster() {
     });
     assert!(join_all(adds).await.iter().all(|s| *s == 201));
 
-    let (status, order) = json(
-        client()
-            .post(a.fn_url("checkout"))
-            .header("cookie", &cookie)
-            .header("idempotency-key", "k")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, order) = checkout(&a, &cookie).await;
     assert_eq!(status, 201, "{order}");
     assert_eq!(order["lines"].as_array().map(Vec::len), Some(20));
     let id = order["id"].as_str().unwrap();
-    let (status, read_back) = json(
-        client()
-            .get(b.fn_url(&format!("checkout/orders/{id}")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, read_back) = get_json(&b.fn_url(&format!("checkout/orders/{id}"))).await;
     assert_eq!((status, &read_back), (200, &order));
-    let (status, again) = json(
-        client()
-            .post(b.fn_url("checkout"))
-            .header("cookie", &cookie)
-            .header("idempotency-key", "k")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, again) = checkout(&b, &cookie).await;
     assert_eq!((status, &again["id"]), (200, &order["id"]));
 }
 
@@ -104,14 +87,7 @@ async fn keys_of_an_app_are_listed_on_a_cluster() {
             .status();
         assert!(status.is_success());
     }
-    let (status, listed) = json(
-        client()
-            .get(host.fn_url("mb/kv-list?prefix=user:&limit=2"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, listed) = get_json(&host.fn_url("mb/kv-list?prefix=user:&limit=2")).await;
     assert_eq!(status, 200);
     assert_eq!(listed, j!(["user:1", "user:2", "user:3"]));
 }

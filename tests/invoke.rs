@@ -3,7 +3,9 @@
 
 mod support;
 
-use support::{Host, Redis, TOKEN, client, get_status, guest, json, post_status};
+use support::{
+    Host, Redis, TOKEN, client, get_json, get_status, guest, json, post_json, post_status,
+};
 
 #[tokio::test]
 async fn every_call_gets_a_fresh_instance_while_kv_state_accumulates() {
@@ -12,7 +14,7 @@ async fn every_call_gets_a_fresh_instance_while_kv_state_accumulates() {
     host.deploy_ok("probe", None, "recycle-probe").await;
     const CALLS: u64 = 120;
     for i in 1..=CALLS {
-        let (status, body) = json(client().post(host.fn_url("probe")).send().await.unwrap()).await;
+        let (status, body) = post_json(&host.fn_url("probe")).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(
             body["global"].as_u64(),
@@ -21,14 +23,7 @@ async fn every_call_gets_a_fresh_instance_while_kv_state_accumulates() {
         );
         assert_eq!(body["kv"].as_u64(), Some(i), "{body}");
     }
-    let (_, count) = json(
-        client()
-            .get(host.fn_url("probe/count"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, count) = get_json(&host.fn_url("probe/count")).await;
     assert_eq!(count["kv"].as_u64(), Some(CALLS));
     let mut conn = redis.client();
     let stored: u64 = redis::cmd("GET")
@@ -78,27 +73,13 @@ async fn apps_cannot_see_each_others_keys() {
             .status();
         assert_eq!(status, 404, "app-b read {key:?}");
     }
-    let (_, listed) = json(
-        client()
-            .get(host.fn_url("mallory/kv-list?prefix="))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, listed) = get_json(&host.fn_url("mallory/kv-list?prefix=")).await;
     assert_eq!(
         listed,
         serde_json::json!([]),
         "app-b lists no keys of app-a"
     );
-    let (_, listed) = json(
-        client()
-            .get(host.fn_url("alice/kv-list?prefix=sec"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, listed) = get_json(&host.fn_url("alice/kv-list?prefix=sec")).await;
     assert_eq!(listed, serde_json::json!(["secret"]));
 }
 
@@ -134,14 +115,7 @@ async fn guest_sees_path_query_method_headers_and_body() {
 async fn unknown_function_is_404_json() {
     let redis = Redis::start();
     let host = Host::start(&redis);
-    let (status, body) = json(
-        client()
-            .get(host.fn_url("nobody/here"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = get_json(&host.fn_url("nobody/here")).await;
     assert_eq!(status, 404);
     assert!(
         body["error"]
@@ -157,7 +131,7 @@ async fn trapping_guest_is_500_naming_the_trap_and_the_next_call_succeeds() {
     let redis = Redis::start();
     let host = Host::start(&redis);
     host.deploy_ok("mb", None, "misbehave").await;
-    let (status, body) = json(client().get(host.fn_url("mb/trap")).send().await.unwrap()).await;
+    let (status, body) = get_json(&host.fn_url("mb/trap")).await;
     assert_eq!(status, 500);
     let message = body["error"].as_str().unwrap();
     assert!(
@@ -203,14 +177,7 @@ async fn guest_over_its_memory_limit_is_500_saying_memory_limit() {
         .await
         .unwrap();
     assert_eq!(fits.status(), 200);
-    let (status, body) = json(
-        client()
-            .get(host.fn_url("mb/alloc?mb=32"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = get_json(&host.fn_url("mb/alloc?mb=32")).await;
     assert_eq!(status, 500);
     assert!(
         body["error"]
@@ -227,14 +194,7 @@ async fn invalid_status_or_header_from_the_guest_is_502() {
     let redis = Redis::start();
     let host = Host::start(&redis);
     host.deploy_ok("mb", None, "misbehave").await;
-    let (status, body) = json(
-        client()
-            .get(host.fn_url("mb/bad-status"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = get_json(&host.fn_url("mb/bad-status")).await;
     assert_eq!(status, 502);
     assert!(
         body["error"]
@@ -243,14 +203,7 @@ async fn invalid_status_or_header_from_the_guest_is_502() {
             .contains("invalid status 42"),
         "{body}"
     );
-    let (status, body) = json(
-        client()
-            .get(host.fn_url("mb/bad-header"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = get_json(&host.fn_url("mb/bad-header")).await;
     assert_eq!(status, 502);
     assert!(body["error"].as_str().unwrap().contains("header"), "{body}");
 }
@@ -328,7 +281,7 @@ async fn redis_going_away_gives_503_and_service_resumes_when_it_returns() {
     host.deploy_ok("probe", None, "recycle-probe").await;
     assert_eq!(post_status(&host.fn_url("probe")).await, 200);
     redis.stop();
-    let (status, body) = json(client().post(host.fn_url("probe")).send().await.unwrap()).await;
+    let (status, body) = post_json(&host.fn_url("probe")).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(get_status(&format!("{}/readyz", host.url)).await, 503);
     assert_eq!(get_status(&format!("{}/healthz", host.url)).await, 200);
@@ -343,7 +296,7 @@ async fn redis_going_away_gives_503_and_service_resumes_when_it_returns() {
     })
     .await;
     assert!(recovered, "the host did not recover after Redis came back");
-    let (_, body) = json(client().post(host.fn_url("probe")).send().await.unwrap()).await;
+    let (_, body) = post_json(&host.fn_url("probe")).await;
     assert!(
         body["kv"].as_u64() >= Some(3),
         "acknowledged increments survived the outage: {body}"
@@ -356,7 +309,7 @@ async fn memory_store_serves_a_single_dev_host() {
     let host = Host::start_with(&["--store", "memory", "--admin-token", TOKEN]);
     host.deploy_ok("probe", None, "recycle-probe").await;
     for i in 1..=3u64 {
-        let (_, body) = json(client().post(host.fn_url("probe")).send().await.unwrap()).await;
+        let (_, body) = post_json(&host.fn_url("probe")).await;
         assert_eq!(
             (body["global"].as_u64(), body["kv"].as_u64()),
             (Some(1), Some(i))
@@ -389,7 +342,7 @@ async fn a_host_at_its_instance_limit_answers_503_instead_of_queueing_forever() 
     host.deploy_ok("mb", None, "misbehave").await;
     let busy = tokio::spawn(client().get(host.fn_url("mb/sleep?ms=3000")).send());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let (status, body) = json(client().get(host.fn_url("mb/echo")).send().await.unwrap()).await;
+    let (status, body) = get_json(&host.fn_url("mb/echo")).await;
     assert_eq!(status, 503, "{body}");
     assert!(
         body["error"].as_str().unwrap().contains("instance limit"),

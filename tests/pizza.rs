@@ -5,7 +5,7 @@ mod support;
 
 use futures::future::join_all;
 use serde_json::{Value, json as j};
-use support::{Host, Redis, client, get_status, json};
+use support::{Host, Redis, client, get_json, get_status, json, post_json};
 
 /// Unit price from the shop's own menu (the `pizza` library both guests are built from).
 fn price(item: &str, size: Option<&str>) -> u64 {
@@ -124,14 +124,7 @@ async fn cart_built_across_three_hosts_checks_out_into_an_order() {
     );
 
     let id = order["id"].as_str().unwrap();
-    let (status, read_back) = json(
-        client()
-            .get(b.fn_url(&format!("checkout/orders/{id}")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, read_back) = get_json(&b.fn_url(&format!("checkout/orders/{id}"))).await;
     assert_eq!(status, 200);
     assert_eq!(read_back, order);
 }
@@ -265,14 +258,7 @@ async fn concurrent_checkouts_of_one_cart_make_one_order() {
 async fn empty_or_missing_cart_cannot_check_out() {
     let redis = Redis::start();
     let hosts = pizza_hosts(&redis, 1).await;
-    let (status, body) = json(
-        client()
-            .post(hosts[0].fn_url("checkout"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = post_json(&hosts[0].fn_url("checkout")).await;
     assert_eq!(status, 409, "{body}");
     let session = new_session(&hosts[0]).await;
     let (status, body) = checkout(&hosts[0], &session, None).await;

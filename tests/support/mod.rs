@@ -88,6 +88,18 @@ impl Redis {
 
     /// Starts on a given port (also used to bring Redis back after `stop`).
     pub fn start_on(port: u16, dir: Option<&Path>) -> Option<Redis> {
+        Redis::launch(port, |command| match dir {
+            Some(dir) => command
+                .args(["--appendonly", "yes", "--appendfsync", "always"])
+                .arg("--dir")
+                .arg(dir),
+            None => command.args(["--appendonly", "no"]),
+        })
+    }
+
+    /// Spawns `redis-server` on `port` with the arguments `configure` adds, and waits until it
+    /// answers PING. `None` if it exits first (port taken) or stays silent for 5 s.
+    fn launch(port: u16, configure: impl FnOnce(&mut Command) -> &mut Command) -> Option<Redis> {
         let mut command = Command::new("redis-server");
         command.args([
             "--port",
@@ -97,30 +109,18 @@ impl Redis {
             "--save",
             "",
         ]);
-        match dir {
-            Some(dir) => command
-                .args(["--appendonly", "yes", "--appendfsync", "always"])
-                .arg("--dir")
-                .arg(dir),
-            None => command.args(["--appendonly", "no"]),
-        };
+        configure(&mut command);
         let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is installed");
         let mut redis = Redis { port, child };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = redis.child.try_wait() {
-                return None; // exited: port taken
-            }
-            if redis.ping() {
-                return Some(redis);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        let exited = |redis: &mut Redis| matches!(redis.child.try_wait(), Ok(Some(_)));
+        let up = wait_until(Duration::from_secs(5), || {
+            exited(&mut redis) || redis.ping()
+        });
+        (up && !exited(&mut redis)).then_some(redis)
     }
 
     pub fn url(&self) -> String {
@@ -188,33 +188,14 @@ impl RedisCluster {
             }
             let node_dir = dir.join(port.to_string());
             std::fs::create_dir_all(&node_dir).expect("node dir");
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .args([
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                ])
-                .arg("--dir")
-                .arg(&node_dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server is installed");
-            let node = Redis { port, child };
-            if wait_until(Duration::from_secs(5), || node.ping()) {
-                nodes.push(node);
-            }
+            let launched = Redis::launch(port, |command| {
+                command
+                    .args(["--appendonly", "no", "--cluster-enabled", "yes"])
+                    .args(["--cluster-config-file", "nodes.conf"])
+                    .arg("--dir")
+                    .arg(&node_dir)
+            });
+            nodes.extend(launched);
         }
         let addresses: Vec<String> = nodes
             .iter()
@@ -435,6 +416,16 @@ pub async fn post_status(url: &str) -> u16 {
         .expect("POST")
         .status()
         .as_u16()
+}
+
+/// Status and JSON body of a plain GET.
+pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    json(client().get(url).send().await.expect("GET")).await
+}
+
+/// Status and JSON body of a bodiless POST.
+pub async fn post_json(url: &str) -> (u16, serde_json::Value) {
+    json(client().post(url).send().await.expect("POST")).await
 }
 
 /// JSON body of a response, with the status.
