@@ -3,9 +3,7 @@
 
 mod support;
 
-use support::{
-    Host, Redis, TOKEN, client, get_json, get_status, guest, json, post_json, post_status,
-};
+use support::{Host, Redis, TOKEN, client, get_json, get_status, json, post_json, post_status};
 
 #[tokio::test]
 async fn every_call_gets_a_fresh_instance_while_kv_state_accumulates() {
@@ -315,7 +313,6 @@ async fn memory_store_serves_a_single_dev_host() {
             (Some(1), Some(i))
         );
     }
-    let _ = guest; // keep the import used in every configuration
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
