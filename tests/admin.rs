@@ -190,16 +190,23 @@ async fn component_of_another_world_is_422_naming_the_missing_export() {
         "cli",
         guest("wrong-world"),
         422,
-        "does not export `handle`",
+        "exports neither `handle`",
     )
     .await;
 }
 
 #[tokio::test]
-async fn component_importing_the_filesystem_is_422_naming_the_import() {
+async fn component_importing_an_interface_nobody_defines_is_422_naming_the_import() {
     let redis = Redis::start();
     let host = Host::start(&redis);
-    expect_refused(&host, "fs", guest("uses-fs"), 422, "wasi:filesystem/").await;
+    expect_refused(
+        &host,
+        "llm",
+        guest("imports-unknown"),
+        422,
+        "imports `fermyon:spin/llm@2.0.0`",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use goldfish::backend::Backend;
 use goldfish::backend::memory::MemoryBackend;
-use goldfish::engine::{Allocation, Request, RequestLimits, Runtime};
+use goldfish::engine::{Allocation, RequestLimits, Runtime};
 use goldfish::guest_log::GuestLog;
 use goldfish::kv::KvSession;
 use goldfish::metrics::Metrics;
+use goldfish::worlds::GuestRequest;
 
 /// Calls per configuration and guest; enough for a stable p50 in a couple of seconds.
 const CALLS: usize = 20_000;
@@ -41,12 +42,13 @@ async fn measure(allocation: Allocation, component: &[u8], path: &str) -> Stats 
     };
     let mut samples = Vec::with_capacity(CALLS);
     for i in 0..WARMUP + CALLS {
-        let request = Request {
-            method: "POST".into(),
+        let request = GuestRequest {
+            method: http::Method::POST,
             path: path.into(),
             query: String::new(),
-            headers: vec![],
-            body: vec![],
+            authority: "localhost".into(),
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::new(),
         };
         let log = GuestLog::new("bench", "r");
         let kv = KvSession::new(backend.clone(), "bench", Arc::clone(&metrics));
@@ -56,7 +58,7 @@ async fn measure(allocation: Allocation, component: &[u8], path: &str) -> Stats 
             .await
             .expect("call");
         let elapsed = started.elapsed();
-        assert_eq!(response.status, 200);
+        assert_eq!(response.status(), 200);
         if i >= WARMUP {
             samples.push(elapsed);
         }

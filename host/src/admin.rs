@@ -6,15 +6,20 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use axum::response::IntoResponse;
+use bytes::Bytes;
+use http_body_util::BodyExt;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use crate::error::HostError;
 use crate::registry::{FunctionEntry, is_valid_name};
-use crate::server::{AppState, read_body};
+use crate::server::AppState;
 
 #[derive(Deserialize)]
 pub struct DeployQuery {
     app: Option<String>,
+    /// This function's linear memory limit, at most the host's `--memory-mib`.
+    memory_mib: Option<u32>,
 }
 
 /// `PUT /v1/functions/{name}?app={app}`: validate, store and serve a component.
@@ -28,14 +33,20 @@ pub async fn deploy(
     check_name("function name", &name)?;
     let app = query.app.unwrap_or_else(|| name.clone());
     check_name("app", &app)?;
-    let bytes = read_body(
-        request,
-        state.settings.max_component_bytes,
-        "component",
-        "--max-component-bytes",
-    )
-    .await?;
-    let entry = state.registry.deploy(&name, &app, bytes).await?;
+    let host_mib = (state.settings.limits.max_memory_bytes >> 20) as u32;
+    if let Some(mib) = query.memory_mib
+        && !(1..=host_mib).contains(&mib)
+    {
+        return Err(HostError::BadRequest(format!(
+            "memory_mib={mib} is out of range: this host allows 1 to {host_mib} MiB per instance \
+             (host option --memory-mib)"
+        )));
+    }
+    let (bytes, digest) = read_component(request, state.settings.max_component_bytes).await?;
+    let entry = state
+        .registry
+        .deploy(&name, &app, bytes, digest, query.memory_mib)
+        .await?;
     state.metrics.deploys.inc();
     tracing::info!(function = %entry.name, app = %entry.app, digest = %entry.digest, size = entry.size, "deployed");
     Ok((StatusCode::CREATED, Json(entry)))
@@ -80,6 +91,49 @@ pub async fn remove(
             "no function named `{name}` is deployed"
         )))
     }
+}
+
+/// Streams an upload of at most `limit` bytes into one buffer, hashing it on the way: the bytes
+/// are held once, and the SHA-256 that names them is ready when the last frame arrives.
+async fn read_component(
+    request: Request<Body>,
+    limit: usize,
+) -> Result<(Bytes, String), HostError> {
+    let too_large = || {
+        HostError::PayloadTooLarge(format!(
+            "the component is larger than the limit of {limit} bytes (host option --max-component-bytes)"
+        ))
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = request.into_body();
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let mut hasher = Sha256::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| HostError::BadRequest(format!("could not read the upload: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            hasher.update(&data);
+            bytes.extend_from_slice(&data);
+        }
+    }
+    if bytes.is_empty() {
+        return Err(HostError::BadRequest(
+            "the upload is empty; send the component as the body (curl: --data-binary @file.wasm, \
+             and check the file name)"
+                .into(),
+        ));
+    }
+    Ok((Bytes::from(bytes), hex::encode(hasher.finalize())))
 }
 
 fn check_name(what: &str, name: &str) -> Result<(), HostError> {

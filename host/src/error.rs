@@ -109,6 +109,7 @@ impl From<DeployError> for HostError {
             }
             DeployError::Invalid(v) => HostError::Unprocessable(v.to_string()),
             DeployError::Backend(b) => b.into(),
+            DeployError::Busy(message) => HostError::Unavailable(message),
             DeployError::Internal(detail) => HostError::Internal(detail),
         }
     }
@@ -132,6 +133,7 @@ impl From<CallError> for HostError {
         match e {
             CallError::Timeout(_) => HostError::Timeout(e.to_string()),
             CallError::MemoryLimit(_) | CallError::Trap(_) => HostError::GuestFailed(e.to_string()),
+            CallError::BadResponse(message) => HostError::BadGuestResponse(message),
         }
     }
 }

@@ -5,20 +5,28 @@
 //! - [`server`]: the router, shared state, limits, `run` with graceful shutdown, `/healthz`, `/readyz`.
 //! - [`admin`]: `PUT/GET/DELETE /v1/functions/{name}`, `GET /v1/functions`, bearer-token auth.
 //! - [`invoke`]: `/fn/{name}/...`: HTTP ⇄ the WIT request/response, validation of guest answers.
-//! - [`engine`]: wasmtime engine and linker (what a guest may import), deploy-time validation,
-//!   one fresh `Store` + instance per call with memory and time bounds.
-//! - [`registry`]: deployed names → digests (shared through the backend), compiled-component cache.
-//! - [`kv`]: the guest-facing `kv` interface: key checks and the per-app namespace.
+//! - [`engine`]: wasmtime engine and linker (what a guest may import and what each import grants),
+//!   deploy-time validation, one fresh `Store` + instance per call with memory and time bounds.
+//! - [`worlds`]: one file per guest ABI (`goldfish:function`, `wasi:http/proxy`): HTTP in, HTTP out.
+//! - [`bindings`]: every `bindgen!` (goldfish world, wasi:keyvalue drafts, Spin key-value).
+//! - [`registry`]: deployed names → digests (shared through the backend), bounded compiles,
+//!   compiled components in memory; [`compile_cache`]: their machine code on local disk.
+//! - [`kv`]: key checks and the per-app namespace in one place, then one thin adapter per dialect
+//!   (`goldfish:function/kv`, `wasi:keyvalue` draft and draft2, `fermyon:spin/key-value`).
 //! - [`backend`]: storage, with [`backend::redis`] (shared) and [`backend::memory`] (dev, single node).
 //! - [`metrics`]: Prometheus metrics (`GET /metrics`): instances, requests, kv, deploys, process.
 //! - [`stress`]: `goldfish stress`: load generator that checks one-instance-per-request through
 //!   `/metrics` and the recycle probe; text, JSON and SVG reports.
 //! - [`guest_log`]: bounded capture of guest stdout/stderr into the host log.
 //! - [`error`]: [`error::HostError`], the only place that picks HTTP status codes.
-#![forbid(unsafe_code)]
+// One `unsafe` block in the whole host, with its proof: loading machine code this host cached
+// (`compile_cache`). Everything else stays safe code.
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod backend;
+pub mod bindings;
+pub mod compile_cache;
 pub mod engine;
 pub mod error;
 pub mod guest_log;
@@ -28,3 +36,4 @@ pub mod metrics;
 pub mod registry;
 pub mod server;
 pub mod stress;
+pub mod worlds;

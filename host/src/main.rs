@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use goldfish::backend::Backend;
 use goldfish::backend::memory::MemoryBackend;
 use goldfish::backend::redis::RedisBackend;
 use goldfish::engine::RequestLimits;
+use goldfish::registry::CompileSettings;
 use goldfish::server::{self, AppState, Settings};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -78,6 +80,30 @@ struct ServeArgs {
     /// Linear memory limit of one instance, in MiB.
     #[arg(long, env = "GOLDFISH_MEMORY_MIB", default_value_t = server::DEFAULT_MAX_MEMORY_BYTES >> 20)]
     memory_mib: usize,
+    /// Directory for compiled machine code, so a restarted host does not compile again;
+    /// `off` disables it. Default: $XDG_CACHE_HOME/goldfish (or ~/.cache/goldfish).
+    #[arg(long, env = "GOLDFISH_COMPILE_CACHE")]
+    compile_cache: Option<String>,
+    /// Compiles this host runs at once (deploys and background compiles of new functions).
+    #[arg(long, env = "GOLDFISH_MAX_COMPILES", default_value_t = goldfish::registry::DEFAULT_MAX_CONCURRENT_COMPILES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    max_compiles: usize,
+    /// Longest one compile may take, in seconds (a deploy answers 422 beyond).
+    #[arg(long, env = "GOLDFISH_COMPILE_TIMEOUT_SECS", default_value_t = goldfish::registry::DEFAULT_COMPILE_TIMEOUT.as_secs())]
+    compile_timeout_secs: u64,
+}
+
+/// Where compiled code is cached: `--compile-cache`, else the user's cache directory, else none.
+fn compile_cache_dir(flag: Option<&str>) -> Option<PathBuf> {
+    match flag {
+        Some("off") => None,
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|d| d.join("goldfish")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -163,7 +189,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_memory_bytes: args.memory_mib << 20,
             timeout: Duration::from_millis(args.timeout_ms),
         },
+        compile: CompileSettings {
+            max_concurrent: args.max_compiles,
+            timeout: Duration::from_secs(args.compile_timeout_secs),
+            cache_dir: compile_cache_dir(args.compile_cache.as_deref()),
+        },
     };
+    match &settings.compile.cache_dir {
+        Some(dir) => tracing::info!(dir = %dir.display(), "compiled code is cached on disk"),
+        None => tracing::info!("the compile cache is off"),
+    }
     let state = AppState::new(backend.clone(), settings)?;
     let listener = TcpListener::bind(&args.listen)
         .await

@@ -4,19 +4,54 @@
 //! The source of truth is the backend (Redis): a hash of name → entry, a version counter bumped
 //! on every change, and component bytes content-addressed by SHA-256. Each host keeps a snapshot
 //! of the names, re-read whenever the version moves ([`REFRESH_INTERVAL`]), and compiles each
-//! digest once on first use. Compiled machine code is never stored or loaded: only the bytes the
-//! operator uploaded, compiled by this host's own engine.
+//! digest it has not compiled yet in the background as soon as it sees it, so the first request
+//! on this host rarely waits. Compiles run on blocking threads, at most
+//! [`CompileSettings::max_concurrent`] at once and each bounded in time. Machine code is never
+//! read from the backend: only the bytes the operator uploaded, compiled by this host's own
+//! engine, and kept in this host's [`CompileCache`] on local disk for restarts.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 
 use crate::backend::{Backend, BackendError};
+use crate::compile_cache::CompileCache;
 use crate::engine::{Compiled, Runtime, ValidationError};
+use crate::worlds::World;
+
+/// Default for [`CompileSettings::timeout`]: a 20 MB language runtime compiles in 10–20 s on
+/// two cores.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default for [`CompileSettings::max_concurrent`].
+pub const DEFAULT_MAX_CONCURRENT_COMPILES: usize = 2;
+
+/// How this host compiles components.
+#[derive(Clone, Debug)]
+pub struct CompileSettings {
+    /// Compiles running at once; more wait their turn (each compile is parallel inside
+    /// already, so more would only slow every one down and starve requests of CPU).
+    pub max_concurrent: usize,
+    /// Longest a compile may take (422 beyond), and longest a deploy waits for its turn
+    /// (503 beyond).
+    pub timeout: Duration,
+    /// Where compiled machine code is cached on local disk; `None` turns the cache off.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for CompileSettings {
+    fn default() -> Self {
+        CompileSettings {
+            max_concurrent: DEFAULT_MAX_CONCURRENT_COMPILES,
+            timeout: DEFAULT_COMPILE_TIMEOUT,
+            cache_dir: None,
+        }
+    }
+}
 
 /// How often a host checks the registry version. A deploy, redeploy or delete through any host
 /// is served by every host within this interval (the contract is one second).
@@ -33,6 +68,12 @@ pub struct FunctionEntry {
     pub size: u64,
     /// Seconds since the Unix epoch.
     pub deployed_at: u64,
+    /// The component's world (absent in entries written before worlds existed: `goldfish`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub world: Option<World>,
+    /// Linear memory limit set at deploy (`?memory_mib=`); `None` means the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u32>,
 }
 
 /// Why a deploy failed.
@@ -42,6 +83,9 @@ pub enum DeployError {
     Invalid(#[from] ValidationError),
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// Every compile slot stayed busy for the whole compile timeout.
+    #[error("{0}")]
+    Busy(String),
     #[error("compilation did not finish: {0}")]
     Internal(String),
 }
@@ -94,11 +138,34 @@ pub struct Registry {
     /// Digest → compiled component, one cell per digest so concurrent first requests compile
     /// once. Pruned to the digests the snapshot references after each refresh.
     compiled: Mutex<HashMap<String, Arc<CompiledCell>>>,
+    /// One permit per compile allowed at once; a permit moves into the blocking thread, so a
+    /// compile that outlives its timeout still holds its slot until it really ends.
+    compile_slots: Arc<Semaphore>,
+    compile_timeout: Duration,
+    /// Compiled machine code on local disk, when enabled.
+    cache: Option<Arc<CompileCache>>,
 }
 
 impl Registry {
-    pub fn new(backend: Backend, runtime: Arc<Runtime>) -> Arc<Self> {
-        Arc::new(Registry {
+    /// The registry over `backend`; opens (creating) the compile cache directory if one is set.
+    pub fn new(
+        backend: Backend,
+        runtime: Arc<Runtime>,
+        compile: CompileSettings,
+    ) -> anyhow::Result<Arc<Self>> {
+        let cache = match &compile.cache_dir {
+            Some(dir) => Some(Arc::new(
+                CompileCache::open(dir, runtime.engine()).map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot use {} as the compile cache: {e}; pick another --compile-cache \
+                         directory or turn it off with --compile-cache off",
+                        dir.display()
+                    )
+                })?,
+            )),
+            None => None,
+        };
+        Ok(Arc::new(Registry {
             backend,
             runtime,
             snapshot: RwLock::new(Snapshot {
@@ -107,23 +174,23 @@ impl Registry {
                 misses: HashSet::new(),
             }),
             compiled: Mutex::new(HashMap::new()),
-        })
+            compile_slots: Arc::new(Semaphore::new(compile.max_concurrent.max(1))),
+            compile_timeout: compile.timeout,
+            cache,
+        }))
     }
 
-    /// Validates, compiles and stores a component, then points `name` at it.
+    /// Validates, compiles and stores a component whose SHA-256 is `digest` (computed while
+    /// the upload streamed in), then points `name` at it.
     pub async fn deploy(
         &self,
         name: &str,
         app: &str,
-        bytes: Vec<u8>,
+        bytes: Bytes,
+        digest: String,
+        memory_mib: Option<u32>,
     ) -> Result<FunctionEntry, DeployError> {
-        let bytes = Arc::new(bytes);
-        let runtime = self.runtime.clone();
-        let to_compile = bytes.clone();
-        let compiled = tokio::task::spawn_blocking(move || runtime.compile(&to_compile))
-            .await
-            .map_err(|e| DeployError::Internal(e.to_string()))??;
-        let digest = hex::encode(Sha256::digest(bytes.as_slice()));
+        let compiled = self.compile(&digest, bytes.clone()).await?;
         let entry = FunctionEntry {
             name: name.to_owned(),
             app: app.to_owned(),
@@ -133,15 +200,52 @@ impl Registry {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            world: Some(compiled.world()),
+            memory_mib,
         };
         // Bytes first, then the name: a host that sees the name can always fetch the bytes.
         self.backend.put_component(&digest, &bytes).await?;
         let json =
             serde_json::to_string(&entry).map_err(|e| DeployError::Internal(e.to_string()))?;
         self.backend.put_function(name, &json).await?;
-        self.cell(&digest).set(Ok(Arc::new(compiled))).ok();
+        self.cell(&digest).set(Ok(compiled)).ok();
         self.refresh().await.ok();
         Ok(entry)
+    }
+
+    /// Compiles `bytes` (whose digest is `digest`) on a blocking thread: from this host's disk
+    /// cache when it has the machine code, else by compiling and then caching it. Waits at most
+    /// the compile timeout for a slot (then [`DeployError::Busy`]) and for the compile itself
+    /// (then [`ValidationError::CompileTimeout`]).
+    async fn compile(&self, digest: &str, bytes: Bytes) -> Result<Arc<Compiled>, DeployError> {
+        let timeout = self.compile_timeout;
+        let permit = tokio::time::timeout(timeout, self.compile_slots.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                DeployError::Busy(format!(
+                    "every compile slot stayed busy for {timeout:?}; retry the deploy shortly"
+                ))
+            })?
+            .map_err(|e| DeployError::Internal(e.to_string()))?;
+        let runtime = self.runtime.clone();
+        let cache = self.cache.clone();
+        let digest_owned = digest.to_owned();
+        let started = Instant::now();
+        let work = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            compile_cached(&runtime, cache.as_deref(), &digest_owned, &bytes)
+        });
+        let (compiled, cached) = tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| ValidationError::CompileTimeout(timeout))?
+            .map_err(|e| DeployError::Internal(e.to_string()))??;
+        let elapsed = started.elapsed();
+        if cached {
+            tracing::info!(%digest, ?elapsed, "machine code loaded from the disk cache");
+        } else {
+            tracing::info!(%digest, ?elapsed, "compile finished");
+        }
+        Ok(Arc::new(compiled))
     }
 
     /// Removes `name`. Returns whether it was deployed.
@@ -187,46 +291,71 @@ impl Registry {
                 }
             },
         };
-        let cell = self.cell(&entry.digest);
-        let compiled = cell
-            .get_or_try_init(|| async {
-                let bytes = self
-                    .backend
-                    .get_component(&entry.digest)
-                    .await?
-                    .ok_or_else(|| ResolveError::Broken {
-                        name: name.to_owned(),
-                        reason: format!("component {} is missing from the store", entry.digest),
-                    })?;
-                let runtime = self.runtime.clone();
-                let started = std::time::Instant::now();
-                let compiled = tokio::task::spawn_blocking(move || runtime.compile(&bytes))
-                    .await
-                    .map_err(|e| ResolveError::Broken {
-                        name: name.to_owned(),
-                        reason: e.to_string(),
-                    })?;
-                let digest = &entry.digest;
-                match &compiled {
-                    Ok(_) => {
-                        tracing::info!(%digest, elapsed = ?started.elapsed(), "compiled component")
-                    }
-                    Err(e) => {
-                        tracing::warn!(%digest, "component does not compile on this host: {e}")
-                    }
-                }
-                Ok::<_, ResolveError>(compiled.map(Arc::new).map_err(|e| e.to_string()))
-            })
-            .await?;
+        let compiled = self.compiled(&entry).await?;
         match compiled {
-            Ok(compiled) => Ok(Ready {
-                entry,
-                compiled: compiled.clone(),
-            }),
+            Ok(compiled) => Ok(Ready { entry, compiled }),
             Err(reason) => Err(ResolveError::Broken {
                 name: name.to_owned(),
-                reason: reason.clone(),
+                reason,
             }),
+        }
+    }
+
+    /// The compiled component behind `entry`, compiling it (once per digest, however many ask
+    /// at once) if this host has not yet. A compile error is kept; a failure to fetch the bytes
+    /// is not (it may be transient).
+    async fn compiled(
+        &self,
+        entry: &FunctionEntry,
+    ) -> Result<Result<Arc<Compiled>, String>, ResolveError> {
+        let cell = self.cell(&entry.digest);
+        let broken = |reason: String| ResolveError::Broken {
+            name: entry.name.clone(),
+            reason,
+        };
+        let compiled = cell
+            .get_or_try_init(|| async {
+                // The bytes are fetched even when the disk cache has the machine code: one GET,
+                // and a corrupt cache file then costs a compile, not a failed request.
+                let bytes = self.backend.get_component(&entry.digest).await?;
+                if let Some(bytes) = bytes {
+                    return match self.compile(&entry.digest, Bytes::from(bytes)).await {
+                        Ok(compiled) => Ok(Ok(compiled)),
+                        Err(DeployError::Invalid(e)) => {
+                            let digest = &entry.digest;
+                            tracing::warn!(%digest, "component does not compile on this host: {e}");
+                            Ok(Err(e.to_string()))
+                        }
+                        Err(DeployError::Backend(e)) => Err(ResolveError::Backend(e)),
+                        Err(e) => Err(broken(e.to_string())),
+                    };
+                }
+                Err(broken(format!(
+                    "component {} is missing from the store",
+                    entry.digest
+                )))
+            })
+            .await?;
+        Ok(compiled.clone())
+    }
+
+    /// Compiles, in the background, every digest of the current snapshot this host has not
+    /// compiled yet, so a function deployed through another host is ready here before its
+    /// first request. At most [`CompileSettings::max_concurrent`] run at once, like every
+    /// compile.
+    pub fn precompile(self: &Arc<Self>) {
+        let entries: Vec<Arc<FunctionEntry>> =
+            self.read_snapshot().functions.values().cloned().collect();
+        for entry in entries {
+            if self.cell(&entry.digest).initialized() {
+                continue;
+            }
+            let registry = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = registry.compiled(&entry).await {
+                    tracing::warn!(function = %entry.name, "background compile failed: {e}");
+                }
+            });
         }
     }
 
@@ -239,10 +368,11 @@ impl Registry {
     }
 
     /// Re-reads the registry if its version moved, and forgets compiled digests no longer used.
-    pub async fn refresh(&self) -> Result<(), BackendError> {
+    /// Returns whether it moved.
+    pub async fn refresh(&self) -> Result<bool, BackendError> {
         let version = self.backend.functions_version().await?;
         if version == self.read_snapshot().version {
-            return Ok(());
+            return Ok(false);
         }
         let (version, entries) = self.backend.list_functions().await?;
         let functions: BTreeMap<String, Arc<FunctionEntry>> = entries
@@ -262,7 +392,7 @@ impl Registry {
             functions,
             misses: HashSet::new(),
         };
-        Ok(())
+        Ok(true)
     }
 
     /// Refreshes every [`REFRESH_INTERVAL`], for as long as the task runs.
@@ -271,8 +401,14 @@ impl Registry {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            if let Err(e) = self.refresh().await {
-                tracing::warn!("registry refresh failed (serving the last known functions): {e}");
+            match self.refresh().await {
+                Ok(true) => self.precompile(),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(
+                        "registry refresh failed (serving the last known functions): {e}"
+                    )
+                }
             }
         }
     }
@@ -318,6 +454,28 @@ pub fn is_valid_name(s: &str) -> bool {
         && bytes
             .iter()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// Loads `digest`'s machine code from `cache`, or compiles `bytes` and caches the result; then
+/// links it. Returns whether it came from the cache. Blocking: run on a blocking thread.
+fn compile_cached(
+    runtime: &Runtime,
+    cache: Option<&CompileCache>,
+    digest: &str,
+    bytes: &[u8],
+) -> Result<(Compiled, bool), ValidationError> {
+    if let Some(component) = cache.and_then(|c| c.load(runtime.engine(), digest)) {
+        return Ok((runtime.link(component)?, true));
+    }
+    let component = runtime.compile_component(bytes)?;
+    // Link first: a component that does not link is refused, and not worth caching.
+    let compiled = runtime.link(component.clone())?;
+    if let Some(cache) = cache
+        && let Err(e) = cache.store(digest, &component)
+    {
+        tracing::warn!(dir = %cache.dir().display(), "could not write the compile cache: {e:#}");
+    }
+    Ok((compiled, false))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::Request;
 use axum::routing::{any, get};
+use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -19,13 +20,13 @@ use crate::backend::Backend;
 use crate::engine::{DEFAULT_MAX_INSTANCES, RequestLimits, Runtime};
 use crate::error::HostError;
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::registry::{CompileSettings, FunctionEntry, Registry};
 use crate::{admin, invoke};
 
 /// Default largest request body a function receives (413 beyond).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 /// Default largest component an operator may upload (413 beyond).
-pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 16 << 20;
+pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
 /// Default wall-clock limit of one invocation (504 beyond).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default linear memory limit of one instance.
@@ -41,7 +42,23 @@ pub struct Settings {
     pub max_component_bytes: usize,
     /// Instances this host may hold at once (pooled slots).
     pub max_instances: u32,
+    /// Host-wide per-request bounds; `max_memory_bytes` is also the most a function may ask
+    /// for at deploy (`?memory_mib=`).
     pub limits: RequestLimits,
+    /// How compiles run: how many at once, how long each may take, where machine code is cached.
+    pub compile: CompileSettings,
+}
+
+impl Settings {
+    /// The bounds for one call of `entry`: the host's, with the function's own memory limit
+    /// when it set one at deploy (never above the host's).
+    pub fn limits_for(&self, entry: &FunctionEntry) -> RequestLimits {
+        let mut limits = self.limits.clone();
+        if let Some(mib) = entry.memory_mib {
+            limits.max_memory_bytes = limits.max_memory_bytes.min((mib as usize) << 20);
+        }
+        limits
+    }
 }
 
 impl Default for Settings {
@@ -55,6 +72,7 @@ impl Default for Settings {
                 max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
                 timeout: DEFAULT_TIMEOUT,
             },
+            compile: CompileSettings::default(),
         }
     }
 }
@@ -76,7 +94,7 @@ impl AppState {
     /// Builds the engine and registry over `backend`.
     pub fn new(backend: Backend, settings: Settings) -> anyhow::Result<Self> {
         let runtime = Runtime::new(settings.limits.max_memory_bytes, settings.max_instances)?;
-        let registry = Registry::new(backend.clone(), runtime.clone());
+        let registry = Registry::new(backend.clone(), runtime.clone(), settings.compile.clone())?;
         Ok(AppState {
             backend,
             runtime,
@@ -120,8 +138,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // Load the registry before the first request, so that request and the refresher see the
     // same snapshot (a miss remembered in a placeholder snapshot would be lost a moment later).
-    if let Err(e) = state.registry.refresh().await {
-        tracing::warn!("could not load the function registry yet (will retry): {e}");
+    match state.registry.refresh().await {
+        // Functions deployed before this host started are compiled (or loaded from the disk
+        // cache) in the background right away.
+        Ok(_) => state.registry.precompile(),
+        Err(e) => tracing::warn!("could not load the function registry yet (will retry): {e}"),
     }
     // Aborted once serving ends; until then it keeps this host's view of the registry fresh.
     let refresher = tokio::spawn(state.registry.clone().keep_fresh());
@@ -172,7 +193,7 @@ pub async fn read_body(
     limit: usize,
     what: &str,
     flag: &str,
-) -> Result<Vec<u8>, HostError> {
+) -> Result<Bytes, HostError> {
     let too_large = || {
         HostError::PayloadTooLarge(format!(
             "the {what} is larger than the limit of {limit} bytes (host option {flag})"
@@ -187,7 +208,7 @@ pub async fn read_body(
         return Err(too_large());
     }
     match Limited::new(request.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
         Err(e) => Err(HostError::BadRequest(format!(
             "could not read the request body: {e}"

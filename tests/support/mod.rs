@@ -34,6 +34,15 @@ pub fn guest(name: &str) -> Vec<u8> {
             .args(["build", "--target", "wasm32-wasip2", "--profile", "guest"])
             .args(["-p", "cart", "-p", "checkout", "-p", "recycle-probe"])
             .args(["-p", "misbehave", "-p", "wrong-world", "-p", "uses-fs"])
+            .args([
+                "-p",
+                "imports-unknown",
+                "-p",
+                "http-probe",
+                "-p",
+                "keyvalue-ops",
+            ])
+            .args(["-p", "denied", "-p", "spin-kv"])
             .arg("--target-dir")
             .arg(&target_dir)
             // The outer cargo's flags are for the host target, not wasm.
@@ -53,6 +62,34 @@ pub fn guest(name: &str) -> Vec<u8> {
         dir.join(format!("{name}.wasm"))
     };
     std::fs::read(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()))
+}
+
+/// A reference function from `scripts/build-functions` (any language), built once per test
+/// process; the script takes a lock and skips what is up to date, so concurrent test processes
+/// share one build.
+pub fn function(name: &str) -> Vec<u8> {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(workspace().join("scripts").join("build-functions"))
+            .current_dir(workspace())
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_BUILD_TARGET")
+            .status()
+            .expect("scripts/build-functions runs");
+        assert!(status.success(), "scripts/build-functions failed");
+    });
+    let file = workspace()
+        .join("target")
+        .join("functions")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()))
+}
+
+/// The compile cache the tests' hosts share (unless a test passes its own): each component is
+/// compiled once per test run, not once per host, which matters for 15 MB language runtimes.
+pub fn shared_compile_cache() -> PathBuf {
+    workspace().join("target").join("test-compile-cache")
 }
 
 fn free_port() -> u16 {
@@ -286,10 +323,16 @@ impl Host {
             std::process::id(),
             free_port()
         ));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_goldfish"))
+        let cache = shared_compile_cache();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_goldfish"));
+        command
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
-            .args(args)
+            .args(args);
+        if !args.contains(&"--compile-cache") {
+            command.arg("--compile-cache").arg(&cache);
+        }
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -343,7 +386,16 @@ impl Host {
         if let Some(app) = app {
             url.push_str(&format!("?app={app}"));
         }
-        client()
+        self.deploy_to(&url, bytes).await
+    }
+
+    /// PUTs `bytes` to a deploy `url` (with whatever query the test wants). Compiling a 15 MB
+    /// language runtime takes tens of seconds on a busy two-core machine: no short timeout.
+    pub async fn deploy_to(&self, url: &str, bytes: Vec<u8>) -> reqwest::Response {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .build()
+            .expect("client")
             .put(url)
             .bearer_auth(TOKEN)
             .header("content-type", "application/wasm")
@@ -355,10 +407,19 @@ impl Host {
 
     /// Deploys and asserts 201.
     pub async fn deploy_ok(&self, name: &str, app: Option<&str>, guest_name: &str) {
-        let response = self.deploy(name, app, guest(guest_name)).await;
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
+        self.deploy_bytes_ok(name, app, guest(guest_name)).await;
+    }
+
+    /// Deploys `bytes`, asserts 201 and returns the registry entry.
+    pub async fn deploy_bytes_ok(
+        &self,
+        name: &str,
+        app: Option<&str>,
+        bytes: Vec<u8>,
+    ) -> serde_json::Value {
+        let (status, body) = json(self.deploy(name, app, bytes).await).await;
         assert_eq!(status, 201, "deploying {name}: {body}");
+        body
     }
 }
 

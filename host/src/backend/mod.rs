@@ -18,6 +18,12 @@ pub mod keys {
     pub fn kv_namespace(app: &str) -> String {
         format!("gf:kv:{{{app}}}:")
     }
+    /// Prefix of the keys of a named `wasi:keyvalue` bucket other than `default` in `app`: a
+    /// keyspace of its own, still under the app's hash tag. Bucket names never contain `:`
+    /// (see [`crate::kv::KvSession::open`]), so no two buckets share a prefix.
+    pub fn bucket_namespace(app: &str, bucket: &str) -> String {
+        format!("gf:kvb:{{{app}}}:{bucket}:")
+    }
     /// Hash of function name → JSON [`crate::registry::FunctionEntry`]. Shares a hash tag with
     /// [`FUNCTIONS_VERSION`] so both change in one MULTI, on Redis Cluster too.
     pub const FUNCTIONS: &str = "gf:{registry}:functions";

@@ -1,31 +1,33 @@
-//! The WebAssembly side: one wasmtime [`Engine`] per host, the linker that defines exactly what a
-//! guest may import, deploy-time validation, and running one request on a fresh instance.
+//! The WebAssembly side: one wasmtime [`Engine`] per host, the linker that defines everything a
+//! guest may import (and what each grants), deploy-time validation, and running one request on a
+//! fresh instance.
 //!
 //! Every request gets a new [`Store`] and a new instance from a component pre-instantiated once
-//! per digest ([`FunctionPre`]); both are dropped when the call returns, so nothing the guest
-//! did survives. The pooling allocator with copy-on-write memory images and `keep_resident`
-//! makes that cheap (a few microseconds).
+//! per digest; both are dropped when the call returns, so nothing the guest did survives. The
+//! pooling allocator with copy-on-write memory images and `keep_resident` makes that cheap (a
+//! few microseconds). How a call looks inside depends on the component's world
+//! ([`crate::worlds`]); the limits, the deadline and the instance accounting here are the same
+//! for every world.
+
+mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable, types::ComponentItem};
+use wasmtime::component::{Component, HasSelf, Linker, types::ComponentItem};
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter,
-    Store, UpdateDeadline,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    UpdateDeadline,
 };
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+pub use self::state::HostState;
+use self::state::MAX_TABLE_ELEMENTS;
+use crate::bindings;
 use crate::guest_log::GuestLog;
 use crate::kv::KvSession;
 use crate::metrics::{InstanceGuard, Metrics};
-
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "function",
-    imports: { default: async },
-    exports: { default: async },
-});
+use crate::worlds::{self, GuestRequest, GuestResponse, World};
 
 /// How often the epoch advances. A running guest is interrupted at the next tick to yield to the
 /// async runtime, so this bounds how long a CPU-bound guest can hold a worker thread, and how
@@ -43,14 +45,30 @@ pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
 const MEMORY_KEEP_RESIDENT: usize = 2 << 20;
 /// Same for tables.
 const TABLE_KEEP_RESIDENT: usize = 64 << 10;
-/// Most elements a guest table may grow to (wit-bindgen guests use a few hundred).
-const MAX_TABLE_ELEMENTS: usize = 20_000;
+/// Core instances one component may hold: a wit-bindgen component has a handful (the guest plus
+/// canonical-ABI shims); language runtimes linked from several modules have more.
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+/// Tables one component may hold (one per core module that defines one).
+const MAX_TABLES_PER_COMPONENT: u32 = 16;
+/// Linear memories one component may hold; every toolchain we know of uses one.
+const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
 
-/// Interfaces a component may import. Everything here is defined in the linker; anything else
-/// (`wasi:filesystem`, `wasi:sockets`, `wasi:http`, ...) is refused at deploy time.
+/// Interfaces (package and interface, without version) the linker defines. A component importing
+/// anything else is refused at deploy with the import named. The versions are whatever
+/// `wasmtime-wasi` and `wasmtime-wasi-http` define; any semver-compatible 0.2.x import links.
+///
+/// What each one *grants* is set in [`HostState::new`]: filesystem without preopens, sockets
+/// that refuse every address, outbound HTTP that fails with `HTTP-request-denied`, empty
+/// environment, arguments and stdin; stdout and stderr go to the host log.
 pub const PROVIDED_INTERFACES: &[&str] = &[
     "goldfish:function/types",
     "goldfish:function/kv",
+    "wasi:keyvalue/store",
+    "wasi:keyvalue/atomics",
+    "wasi:keyvalue/batch",
+    "fermyon:spin/key-value",
+    "wasi:http/types",
+    "wasi:http/outgoing-handler",
     "wasi:io/error",
     "wasi:io/poll",
     "wasi:io/streams",
@@ -69,58 +87,16 @@ pub const PROVIDED_INTERFACES: &[&str] = &[
     "wasi:cli/terminal-stdin",
     "wasi:cli/terminal-stdout",
     "wasi:cli/terminal-stderr",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+    "wasi:sockets/network",
+    "wasi:sockets/instance-network",
+    "wasi:sockets/tcp",
+    "wasi:sockets/tcp-create-socket",
+    "wasi:sockets/udp",
+    "wasi:sockets/udp-create-socket",
+    "wasi:sockets/ip-name-lookup",
 ];
-
-/// The name of the one export Goldfish calls.
-pub const HANDLE_EXPORT: &str = "handle";
-
-/// What one request's store owns. Dropped with the store at the end of the request.
-pub struct HostState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    pub(crate) limits: MemoryLimits,
-    pub(crate) kv: KvSession,
-}
-
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-/// Caps linear memory and tables, and remembers whether the cap was hit so a resulting trap can
-/// be reported as "memory limit" rather than an opaque `unreachable`.
-pub(crate) struct MemoryLimits {
-    max_memory_bytes: usize,
-    hit: bool,
-}
-
-impl ResourceLimiter for MemoryLimits {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.max_memory_bytes {
-            self.hit = true;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
-    }
-}
 
 /// Why a component was refused at deploy time.
 #[derive(Debug, thiserror::Error)]
@@ -138,16 +114,23 @@ pub enum ValidationError {
     CoreModule,
     /// Imports an interface Goldfish does not provide.
     #[error(
-        "the component imports `{0}`, which Goldfish does not provide; functions may import only \
-         goldfish:function/kv and the WASI clocks, random, io and cli stdio interfaces"
+        "the component imports `{0}`, which Goldfish does not provide; functions may import \
+         goldfish:function/kv, wasi:keyvalue (0.2.0-draft, 0.2.0-draft2), fermyon:spin/key-value, \
+         wasi:http and the rest of WASI 0.2"
     )]
     UnsupportedImport(String),
-    /// Does not export `handle`.
+    /// Exports neither world's entry point.
     #[error(
-        "the component does not export `handle`; it must implement the world goldfish:function/function \
-         (exports: {0})"
+        "the component exports neither `handle` (world goldfish:function/function) nor \
+         `wasi:http/incoming-handler` (world wasi:http/proxy); its exports: {0}"
     )]
     MissingExport(String),
+    /// Compiling took longer than the host allows.
+    #[error(
+        "the component did not compile within {0:?} (host option --compile-timeout-secs); make it \
+         smaller or raise the limit"
+    )]
+    CompileTimeout(Duration),
     /// wasmtime could not compile or link it.
     #[error("the component does not compile or link: {0}")]
     Invalid(String),
@@ -155,7 +138,19 @@ pub enum ValidationError {
 
 /// A component compiled and linked, ready to instantiate any number of times.
 pub struct Compiled {
-    pre: FunctionPre<HostState>,
+    world: World,
+    pre: Pre,
+}
+
+enum Pre {
+    Goldfish(bindings::goldfish::FunctionPre<HostState>),
+    WasiHttp(ProxyPre<HostState>),
+}
+
+impl Compiled {
+    pub fn world(&self) -> World {
+        self.world
+    }
 }
 
 /// Per-request bounds.
@@ -174,6 +169,9 @@ pub enum CallError {
     Trap(String),
     #[error("the function did not answer within {0:?}")]
     Timeout(Duration),
+    /// The guest answered, but not with valid HTTP.
+    #[error("{0}")]
+    BadResponse(String),
 }
 
 /// How instances get their memories and tables.
@@ -208,11 +206,14 @@ impl Runtime {
     ) -> anyhow::Result<Arc<Self>> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(max_instances)
-            // A wit-bindgen component holds a handful of core instances (the guest plus
-            // canonical-ABI shims), tables likewise; only the guest has a memory.
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+            .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
+            .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+            // Most components hold a handful of core instances and tables and one memory;
+            // the totals leave room for some that hold more.
             .total_core_instances(max_instances.saturating_mul(8))
             .total_tables(max_instances.saturating_mul(4))
-            .total_memories(max_instances)
+            .total_memories(max_instances.saturating_mul(2))
             .total_stacks(max_instances)
             .max_memory_size(max_memory_bytes)
             .table_elements(MAX_TABLE_ELEMENTS)
@@ -235,11 +236,7 @@ impl Runtime {
                 Allocation::OnDemand => InstanceAllocationStrategy::OnDemand,
             });
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-
-        let mut linker = Linker::<HostState>::new(&engine);
-        add_wasi_basics(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Function::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let linker = linker(&engine).map_err(|e| anyhow::anyhow!("{e:#}"))?;
 
         let ticker = engine.weak();
         std::thread::Builder::new()
@@ -256,12 +253,26 @@ impl Runtime {
         Ok(Arc::new(Runtime { engine, linker }))
     }
 
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// Validates and compiles a component: header, imports, exports, compilation and linking.
-    /// CPU-heavy (tens of milliseconds): call from a blocking thread.
+    /// CPU-heavy (tens of milliseconds for a small Rust function, seconds for a language
+    /// runtime): call from a blocking thread.
     pub fn compile(&self, bytes: &[u8]) -> Result<Compiled, ValidationError> {
+        self.link(self.compile_component(bytes)?)
+    }
+
+    /// The compiling half of [`Runtime::compile`]: machine code, not yet checked against the
+    /// linker. The result may be cached with [`Component::serialize`].
+    pub fn compile_component(&self, bytes: &[u8]) -> Result<Component, ValidationError> {
         check_header(bytes)?;
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| ValidationError::Invalid(format!("{e:#}")))?;
+        Component::new(&self.engine, bytes).map_err(|e| ValidationError::Invalid(format!("{e:#}")))
+    }
+
+    /// The checking half of [`Runtime::compile`]: imports, world, linking.
+    pub fn link(&self, component: Component) -> Result<Compiled, ValidationError> {
         let ty = component.component_type();
         for (name, _) in ty.imports(&self.engine) {
             let interface = name.split('@').next().unwrap_or(name);
@@ -278,10 +289,16 @@ impl Runtime {
                 )
             })
             .collect();
-        if !exports
+        let world = if exports
             .iter()
-            .any(|(name, is_func)| name == HANDLE_EXPORT && *is_func)
+            .any(|(name, is_func)| name == worlds::goldfish::HANDLE_EXPORT && *is_func)
         {
+            World::Goldfish
+        } else if exports.iter().any(|(name, is_func)| {
+            !is_func && name.split('@').next() == Some(worlds::wasi_http::INCOMING_HANDLER)
+        }) {
+            World::WasiHttp
+        } else {
             let names: Vec<&str> = exports.iter().map(|(n, _)| n.as_str()).collect();
             let names = if names.is_empty() {
                 "none".to_owned()
@@ -289,14 +306,16 @@ impl Runtime {
                 names.join(", ")
             };
             return Err(ValidationError::MissingExport(names));
-        }
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| ValidationError::Invalid(format!("{e:#}")))?;
-        let pre = FunctionPre::new(instance_pre)
-            .map_err(|e| ValidationError::Invalid(format!("{e:#}")))?;
-        Ok(Compiled { pre })
+        };
+        let invalid = |e: wasmtime::Error| ValidationError::Invalid(format!("{e:#}"));
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(invalid)?;
+        let pre = match world {
+            World::Goldfish => {
+                Pre::Goldfish(bindings::goldfish::FunctionPre::new(instance_pre).map_err(invalid)?)
+            }
+            World::WasiHttp => Pre::WasiHttp(ProxyPre::new(instance_pre).map_err(invalid)?),
+        };
+        Ok(Compiled { world, pre })
     }
 
     /// Runs one request on a fresh instance of `compiled`, then drops the instance.
@@ -309,20 +328,10 @@ impl Runtime {
         log: &GuestLog,
         limits: &RequestLimits,
         metrics: &Arc<Metrics>,
-        request: Request,
-    ) -> Result<Response, CallError> {
+        request: GuestRequest,
+    ) -> Result<GuestResponse, CallError> {
         let started = std::time::Instant::now();
-        let mut wasi = WasiCtx::builder();
-        wasi.stdout(log.stdout()).stderr(log.stderr());
-        let state = HostState {
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-            limits: MemoryLimits {
-                max_memory_bytes: limits.max_memory_bytes,
-                hit: false,
-            },
-            kv,
-        };
+        let state = HostState::new(kv, log, limits.max_memory_bytes);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         // Yield to the executor at every tick: a looping guest then shares its thread, and the
@@ -333,10 +342,17 @@ impl Runtime {
         // Lives outside the call future so that, whatever ends the call (answer, trap, timeout),
         // the instance is counted as dropped only after its store is gone.
         let mut live: Option<InstanceGuard> = None;
+        let on_instance = || live = Some(metrics.instance_created(function, started.elapsed()));
         let run = async {
-            let instance = compiled.pre.instantiate_async(&mut store).await?;
-            live = Some(metrics.instance_created(function, started.elapsed()));
-            instance.call_handle(&mut store, &request).await
+            match &compiled.pre {
+                Pre::Goldfish(pre) => {
+                    worlds::goldfish::run(pre, &mut store, request, on_instance).await
+                }
+                Pre::WasiHttp(pre) => {
+                    let max_body = limits.max_memory_bytes;
+                    worlds::wasi_http::run(pre, &mut store, request, max_body, on_instance).await
+                }
+            }
         };
         let outcome = tokio::time::timeout(limits.timeout, run).await;
         let memory_hit = store.data().limits.hit;
@@ -344,46 +360,30 @@ impl Runtime {
         drop(live);
         match outcome {
             Err(_) => Err(CallError::Timeout(limits.timeout)),
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(Ok(response))) => Ok(response),
+            Ok(Ok(Err(bad))) => Err(CallError::BadResponse(bad)),
             Ok(Err(_)) if memory_hit => Err(CallError::MemoryLimit(limits.max_memory_bytes >> 20)),
             Ok(Err(e)) => Err(CallError::Trap(describe_trap(&e))),
         }
     }
 }
 
-/// The WASI interfaces a guest gets: clocks, random, io streams, and cli stdio, environment
-/// (empty) and exit. No filesystem, no sockets.
-fn add_wasi_basics(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
-    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
-    use wasmtime_wasi::p2::bindings::{cli, clocks, io, random};
-    use wasmtime_wasi::random::WasiRandom;
-
-    struct HasIo;
-    impl wasmtime::component::HasData for HasIo {
-        type Data<'a> = &'a mut ResourceTable;
+/// Everything a guest may import, linked once per host: all of WASI 0.2 (granting nothing, see
+/// [`HostState::new`]), `wasi:http`, and every key-value dialect.
+fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::<HostState>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    type Data = HasSelf<HostState>;
+    fn own(state: &mut HostState) -> &mut HostState {
+        state
     }
-
-    let l = linker;
-    io::error::add_to_linker::<HostState, HasIo>(l, |s| &mut s.table)?;
-    io::poll::add_to_linker::<HostState, HasIo>(l, |s| &mut s.table)?;
-    io::streams::add_to_linker::<HostState, HasIo>(l, |s| &mut s.table)?;
-    clocks::wall_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
-    clocks::monotonic_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
-    random::random::add_to_linker::<HostState, WasiRandom>(l, |s| s.wasi.random())?;
-    random::insecure::add_to_linker::<HostState, WasiRandom>(l, |s| s.wasi.random())?;
-    random::insecure_seed::add_to_linker::<HostState, WasiRandom>(l, |s| s.wasi.random())?;
-    cli::exit::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
-    cli::environment::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
-    cli::stdin::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
-    cli::stdout::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
-    cli::stderr::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
-    cli::terminal_input::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
-    cli::terminal_output::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
-    cli::terminal_stdin::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
-    cli::terminal_stdout::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
-    cli::terminal_stderr::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
-    Ok(())
+    bindings::goldfish::goldfish::function::kv::add_to_linker::<_, Data>(&mut linker, own)?;
+    bindings::goldfish::goldfish::function::types::add_to_linker::<_, Data>(&mut linker, own)?;
+    bindings::keyvalue_draft::Imports::add_to_linker::<_, Data>(&mut linker, own)?;
+    bindings::keyvalue_draft2::Imports::add_to_linker::<_, Data>(&mut linker, own)?;
+    bindings::spin_key_value::KeyValueImports::add_to_linker::<_, Data>(&mut linker, own)?;
+    Ok(linker)
 }
 
 /// Distinguishes garbage and core modules from components by the preamble: `\0asm`, then a

@@ -1,0 +1,126 @@
+//! What one request's [`wasmtime::Store`] owns, and the capabilities it grants: the WASI 0.2
+//! contexts (with no preopens, no network, empty environment and stdin), the `wasi:http`
+//! context (outbound requests denied), the memory limiter and the kv session. Dropped with the
+//! store at the end of the request.
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::guest_log::GuestLog;
+use crate::kv::KvSession;
+
+/// Most elements a guest table may grow to (wit-bindgen guests use a few hundred; language
+/// runtimes a few thousand).
+pub const MAX_TABLE_ELEMENTS: usize = 20_000;
+
+/// The store data of one request.
+pub struct HostState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_hooks: DenyOutbound,
+    /// Every resource handed to the guest: WASI streams, HTTP bodies, kv buckets, cas handles.
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: MemoryLimits,
+    pub(crate) kv: KvSession,
+}
+
+impl HostState {
+    /// A request's state: WASI with stdout and stderr going to `log` and nothing else granted.
+    pub fn new(kv: KvSession, log: &GuestLog, max_memory_bytes: usize) -> Self {
+        let mut wasi = WasiCtx::builder();
+        // No preopens, no inherited environment, args or stdin; TCP, UDP and name lookup stay
+        // off (the builder's defaults), and every socket address is refused on top of that.
+        wasi.stdout(log.stdout())
+            .stderr(log.stderr())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }));
+        HostState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            http_hooks: DenyOutbound,
+            table: ResourceTable::new(),
+            limits: MemoryLimits {
+                max_memory_bytes,
+                hit: false,
+            },
+            kv,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
+}
+
+/// `wasi:http/outgoing-handler` is linked (toolchains import it whether or not the code sends
+/// anything) but every request fails with `HTTP-request-denied`.
+struct DenyOutbound;
+
+impl WasiHttpHooks for DenyOutbound {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+                )>,
+            > + Send,
+    > {
+        tracing::debug!(uri = %request.uri(), "refused an outbound HTTP request from a guest");
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// Caps linear memory and tables, and remembers whether the cap was hit so a resulting trap can
+/// be reported as "memory limit" rather than an opaque `unreachable`.
+pub(crate) struct MemoryLimits {
+    pub(crate) max_memory_bytes: usize,
+    pub(crate) hit: bool,
+}
+
+impl ResourceLimiter for MemoryLimits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory_bytes {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
