@@ -29,6 +29,8 @@ pub enum HostError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
     PayloadTooLarge(String),
     /// A well-formed component that Goldfish cannot run.
     #[error("{0}")]
@@ -56,6 +58,7 @@ impl HostError {
             HostError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             HostError::AdminDisabled => StatusCode::FORBIDDEN,
             HostError::NotFound(_) => StatusCode::NOT_FOUND,
+            HostError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HostError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HostError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             HostError::GuestFailed(_) | HostError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -5,10 +5,8 @@
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Path, State};
-#[cfg(test)]
-use axum::http::StatusCode;
-use axum::http::{HeaderName, HeaderValue, Request, header};
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue, Method, Request, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::engine::CallError;
@@ -16,6 +14,7 @@ use crate::error::HostError;
 use crate::guest_log::GuestLog;
 use crate::kv::KvSession;
 use crate::metrics::UNKNOWN_FUNCTION;
+use crate::registry::{Ready, is_valid_name};
 use crate::server::{AppState, read_body};
 use crate::worlds::{GuestRequest, GuestResponse};
 
@@ -30,26 +29,33 @@ const HOST_OWNED_HEADERS: &[HeaderName] = &[
     header::CONNECTION,
 ];
 
-/// Handles `/fn/{name}` and `/fn/{name}/{*path}`; the guest path is taken from the URI so it
-/// stays exactly as sent (not percent-decoded).
-pub async fn invoke(
-    State(state): State<AppState>,
-    Path(params): Path<Vec<(String, String)>>,
-    request: Request<Body>,
-) -> Response {
-    let name = params
-        .into_iter()
-        .find(|(k, _)| k == "name")
-        .map(|(_, v)| v)
-        .unwrap_or_default();
+/// Handles `/fn/{name}`, `/fn/{name}/` and `/fn/{name}/{*path}`; the name and the guest path
+/// are taken from the raw URI, so the path stays exactly as sent (not percent-decoded) and a
+/// percent-encoded name is not a name at all.
+pub async fn invoke(State(state): State<AppState>, request: Request<Body>) -> Response {
     let request_id = new_request_id();
     let started = Instant::now();
-    // Requests for names that are not deployed share one label, so random names cannot blow up
-    // the number of metric series.
-    let (label, response) = match run(&state, &name, &request_id, request).await {
-        Ok(response) => (name.as_str(), response),
-        Err(e @ HostError::NotFound(_)) => (UNKNOWN_FUNCTION, e.into_response()),
-        Err(e) => (name.as_str(), e.into_response()),
+    let (name, path) = split_route(request.uri().path());
+    let (name, path) = (name.to_owned(), path.to_owned());
+    // Only deployed, resolvable functions get a metric series of their own: random or invalid
+    // names, and names whose lookup failed, share one label.
+    let (label, response) = if !is_valid_name(&name) {
+        let e = HostError::NotFound(format!(
+            "no function named `{name}`: names are 1 to 63 lowercase letters, digits and dashes"
+        ));
+        (UNKNOWN_FUNCTION, e.into_response())
+    } else {
+        match run(&state, &name, path, &request_id, request).await {
+            Ok(response) => (name.as_str(), response),
+            Err((e, resolved)) => {
+                let label = if resolved {
+                    name.as_str()
+                } else {
+                    UNKNOWN_FUNCTION
+                };
+                (label, e.into_response())
+            }
+        }
     };
     state
         .metrics
@@ -64,14 +70,44 @@ fn with_request_id(mut response: Response, request_id: &str) -> Response {
     response
 }
 
+/// `/fn/{name}{path}` → (`name`, `path`), with `path` `/` when empty. Raw, not decoded.
+fn split_route(uri_path: &str) -> (&str, &str) {
+    let rest = uri_path.strip_prefix("/fn/").unwrap_or_default();
+    match rest.find('/') {
+        Some(slash) if slash + 1 < rest.len() => (&rest[..slash], &rest[slash..]),
+        Some(slash) => (&rest[..slash], "/"),
+        None => (rest, "/"),
+    }
+}
+
+/// Runs the request; on failure also says whether the function had been resolved (for the
+/// metric label).
 async fn run(
     state: &AppState,
     name: &str,
+    path: String,
     request_id: &str,
     request: Request<Body>,
+) -> Result<Response, (HostError, bool)> {
+    let ready = state
+        .registry
+        .resolve(name)
+        .await
+        .map_err(|e| (HostError::from(e), false))?;
+    call(state, name, path, request_id, request, ready)
+        .await
+        .map_err(|e| (e, true))
+}
+
+async fn call(
+    state: &AppState,
+    name: &str,
+    path: String,
+    request_id: &str,
+    request: Request<Body>,
+    ready: Ready,
 ) -> Result<Response, HostError> {
-    let ready = state.registry.resolve(name).await?;
-    let guest_request = to_guest_request(name, request, state.settings.max_body_bytes).await?;
+    let guest_request = to_guest_request(path, request, state.settings.max_body_bytes).await?;
     let _slot = tokio::time::timeout(SLOT_WAIT, state.instance_slots.acquire())
         .await
         .map_err(|_| {
@@ -110,20 +146,17 @@ async fn run(
 }
 
 /// The world-neutral request: path below `/fn/{name}`, raw query, the client's `Host`, headers
-/// and the whole body.
+/// and the whole body. `HEAD` reaches the guest as `GET`; hyper sends no body for it.
 async fn to_guest_request(
-    name: &str,
+    path: String,
     request: Request<Body>,
     max_body: usize,
 ) -> Result<GuestRequest, HostError> {
-    let method = request.method().clone();
-    let uri = request.uri();
-    let full_path = uri.path();
-    let prefix_len = "/fn/".len() + name.len();
-    let path = match full_path.get(prefix_len..) {
-        Some(rest) if rest.starts_with('/') => rest.to_owned(),
-        _ => "/".to_owned(),
+    let method = match request.method() {
+        &Method::HEAD => Method::GET,
+        other => other.clone(),
     };
+    let uri = request.uri();
     let query = uri.query().unwrap_or_default().to_owned();
     let authority = request
         .headers()
@@ -161,6 +194,17 @@ fn new_request_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
+
+    #[test]
+    fn the_route_splits_into_a_raw_name_and_path() {
+        assert_eq!(split_route("/fn/cart"), ("cart", "/"));
+        assert_eq!(split_route("/fn/cart/"), ("cart", "/"));
+        assert_eq!(split_route("/fn/cart/items/3"), ("cart", "/items/3"));
+        assert_eq!(split_route("/fn/cart/a%20b/"), ("cart", "/a%20b/"));
+        // Not decoded: `%63art` is not the name `cart`.
+        assert_eq!(split_route("/fn/%63art/items/3"), ("%63art", "/items/3"));
+    }
 
     #[test]
     fn host_owned_headers_from_the_guest_are_dropped() {

@@ -117,10 +117,13 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(admin)
         .route("/fn/{name}", any(invoke::invoke))
+        .route("/fn/{name}/", any(invoke::invoke))
         .route("/fn/{name}/{*path}", any(invoke::invoke))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read with explicit limits in the handlers (see `read_body`), which answer
         // 413 with a JSON message rather than axum's plain-text default.
         .layer(DefaultBodyLimit::disable())
@@ -164,6 +167,30 @@ pub async fn run(
     };
     refresher.abort();
     result
+}
+
+/// Every path the router does not know: JSON, with where to go instead.
+async fn not_found(uri: axum::http::Uri) -> HostError {
+    HostError::NotFound(format!(
+        "nothing at `{}`: functions are invoked at /fn/NAME/..., managed at /v1/functions/NAME \
+         (PUT to deploy, GET, DELETE), listed at GET /v1/functions; health at /healthz and \
+         /readyz, metrics at /metrics",
+        uri.path()
+    ))
+}
+
+/// A known path with the wrong method: JSON saying which methods the path takes (axum adds the
+/// `Allow` header).
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> HostError {
+    let hint = if uri.path().starts_with("/v1/functions/") && method == axum::http::Method::POST {
+        " (to deploy, use PUT)"
+    } else {
+        ""
+    };
+    HostError::MethodNotAllowed(format!(
+        "`{method}` is not allowed on `{}`{hint}; the Allow header lists what is",
+        uri.path()
+    ))
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, HostError> {

@@ -396,10 +396,40 @@ fn check_header(bytes: &[u8]) -> Result<(), ValidationError> {
     }
 }
 
+/// Fewest captured frames (wasmtime keeps the innermost 20) that can show deep recursion.
+const RECURSION_MIN_FRAMES: usize = 16;
+
+/// Whether the innermost frames are mostly one function calling itself.
+fn is_deep_recursion(frames: &[wasmtime::FrameInfo]) -> bool {
+    let Some(top) = frames.first() else {
+        return false;
+    };
+    let repeats = frames
+        .iter()
+        .filter(|f| f.func_index() == top.func_index() && f.module().name() == top.module().name())
+        .count();
+    frames.len() >= RECURSION_MIN_FRAMES && repeats * 2 >= frames.len()
+}
+
 /// The trap's reason first (e.g. "wasm trap: wasm `unreachable` instruction executed"), then
 /// the guest backtrace if any, on one line for the JSON error and the log.
 fn describe_trap(e: &wasmtime::Error) -> String {
-    let mut reason = match e.downcast_ref::<wasmtime::Trap>() {
+    let trap = e.downcast_ref::<wasmtime::Trap>();
+    let recursing = e
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .is_some_and(|backtrace| is_deep_recursion(backtrace.frames()));
+    let mut reason = match trap {
+        Some(wasmtime::Trap::StackOverflow) => {
+            "stack overflow: the function recursed too deeply for the host's wasm stack".to_owned()
+        }
+        // Languages that keep their own stack in linear memory (Rust, C, ...) overflow it as an
+        // out-of-bounds access; a backtrace of one function calling itself tells that apart from
+        // a wild pointer.
+        Some(wasmtime::Trap::MemoryOutOfBounds) if recursing => {
+            "stack overflow: the function recursed until it ran out of its stack \
+             (wasm trap: out of bounds memory access)"
+                .to_owned()
+        }
         Some(trap) => trap.to_string(),
         None => e.to_string(),
     };
