@@ -433,3 +433,78 @@ async fn a_registry_entry_whose_bytes_do_not_compile_is_a_500_saying_redeploy() 
         "a redeploy fixes it"
     );
 }
+
+#[tokio::test]
+async fn with_admin_listen_the_admin_api_lives_only_on_its_own_address() {
+    let redis = Redis::start();
+    let host = Host::start_tuned(&redis, &["--admin-listen", "127.0.0.1:0"]);
+    let admin = host.admin_url.clone().expect("admin address");
+    let deployed = client()
+        .put(format!("{admin}/v1/functions/probe"))
+        .bearer_auth(TOKEN)
+        .body(guest("recycle-probe"))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(deployed.status(), 201);
+    // The public address serves the function but has no admin API at all.
+    assert_eq!(post_json(&host.fn_url("probe")).await.0, 200);
+    let response = client()
+        .get(format!("{}/v1/functions", host.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), 404);
+    // And the admin address runs no functions.
+    assert_eq!(get_status(&format!("{admin}/fn/probe")).await, 404);
+    assert_eq!(get_status(&format!("{admin}/healthz")).await, 200);
+}
+
+#[tokio::test]
+async fn failed_logins_are_limited_per_address_and_tokens_never_reach_the_log() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    let list = || {
+        client()
+            .get(format!("{}/v1/functions", host.url))
+            .bearer_auth("wrong-guess")
+            .send()
+    };
+    for _ in 0..10 {
+        assert_eq!(list().await.expect("GET").status(), 401);
+    }
+    let refused = list().await.expect("GET");
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().get("retry-after").is_some());
+    // Even the right token waits out the window from that address.
+    let response = client()
+        .get(format!("{}/v1/functions", host.url))
+        .header("authorization", format!("bearer {TOKEN}"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), 429);
+    let log = host.log_contents();
+    assert!(
+        !log.contains(TOKEN),
+        "the admin token appears in the log:\n{log}"
+    );
+    assert!(
+        !log.contains("wrong-guess"),
+        "a guessed token appears in the log"
+    );
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    let response = client()
+        .get(format!("{}/v1/functions", host.url))
+        .header("authorization", format!("bearer {TOKEN}"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), 200);
+}

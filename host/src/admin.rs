@@ -3,7 +3,9 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use axum::response::IntoResponse;
 use bytes::Bytes;
@@ -29,7 +31,7 @@ pub async fn deploy(
     Query(query): Query<DeployQuery>,
     request: Request<Body>,
 ) -> Result<impl IntoResponse, HostError> {
-    authorize(&state, request.headers())?;
+    authorize(&state, request.headers(), request.extensions().get())?;
     check_name("function name", &name)?;
     let app = query.app.unwrap_or_else(|| name.clone());
     check_name("app", &app)?;
@@ -55,9 +57,9 @@ pub async fn deploy(
 /// `GET /v1/functions`: every deployed function.
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    request: Request<Body>,
 ) -> Result<Json<Vec<FunctionEntry>>, HostError> {
-    authorize(&state, &headers)?;
+    authorize(&state, request.headers(), request.extensions().get())?;
     Ok(Json(state.registry.list().await?))
 }
 
@@ -65,9 +67,9 @@ pub async fn list(
 pub async fn show(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    request: Request<Body>,
 ) -> Result<Json<FunctionEntry>, HostError> {
-    authorize(&state, &headers)?;
+    authorize(&state, request.headers(), request.extensions().get())?;
     check_name("function name", &name)?;
     let entry = state.registry.get(&name).await?;
     entry
@@ -79,9 +81,9 @@ pub async fn show(
 pub async fn remove(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    request: Request<Body>,
 ) -> Result<StatusCode, HostError> {
-    authorize(&state, &headers)?;
+    authorize(&state, request.headers(), request.extensions().get())?;
     check_name("function name", &name)?;
     if state.registry.delete(&name).await? {
         tracing::info!(function = %name, "deleted");
@@ -146,35 +148,60 @@ fn check_name(what: &str, name: &str) -> Result<(), HostError> {
     }
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), HostError> {
+/// Checks the bearer token. A client address that failed too often recently is refused (429)
+/// before its token is even looked at; every failure counts against its address.
+fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    client: Option<&ConnectInfo<SocketAddr>>,
+) -> Result<(), HostError> {
     let Some(expected) = state.settings.admin_token.as_deref() else {
         return Err(HostError::AdminDisabled);
     };
-    let presented = headers
+    let address = client.map(|ConnectInfo(addr)| addr.ip());
+    if let Some(address) = address {
+        state.auth_failures.check(address)?;
+    }
+    let outcome = check_token(headers, expected);
+    if outcome.is_err()
+        && let Some(address) = address
+    {
+        state.auth_failures.record(address);
+    }
+    outcome
+}
+
+fn check_token(headers: &HeaderMap, expected: &str) -> Result<(), HostError> {
+    let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| {
             HostError::Unauthorized("missing `Authorization: Bearer TOKEN` header".into())
         })?
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' '))
+        // The scheme is case-insensitive (RFC 9110).
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .ok_or_else(|| {
             HostError::Unauthorized("the Authorization header must be `Bearer TOKEN`".into())
         })?;
-    if constant_time_eq(presented.trim().as_bytes(), expected.as_bytes()) {
+    if tokens_match(value, expected) {
         Ok(())
     } else {
         Err(HostError::Unauthorized("wrong admin token".into()))
     }
 }
 
-/// Compares without an early exit, so response timing does not reveal how much of a guessed
-/// token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares SHA-256 digests without an early exit: timing reveals neither how much of a guessed
+/// token was right nor how long the real one is.
+fn tokens_match(presented: &str, expected: &str) -> bool {
+    let a = Sha256::digest(presented.as_bytes());
+    let b = Sha256::digest(expected.as_bytes());
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 #[cfg(test)]
@@ -183,8 +210,23 @@ mod tests {
 
     #[test]
     fn tokens_compare_exactly() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(tokens_match("secret", "secret"));
+        assert!(!tokens_match("secret", "secreT"));
+        assert!(!tokens_match("secret", "secret2"));
+        assert!(!tokens_match("", "secret"));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let mut headers = HeaderMap::new();
+        for value in ["Bearer s3cret", "bearer s3cret", "BEARER  s3cret "] {
+            headers.insert(header::AUTHORIZATION, value.parse().expect("header"));
+            assert!(check_token(&headers, "s3cret").is_ok(), "{value}");
+        }
+        headers.insert(
+            header::AUTHORIZATION,
+            "Basic s3cret".parse().expect("header"),
+        );
+        assert!(check_token(&headers, "s3cret").is_err());
     }
 }

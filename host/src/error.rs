@@ -30,6 +30,9 @@ pub enum HostError {
     NotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// Too many failed admin logins from one address.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: u64 },
     #[error("{0}")]
     PayloadTooLarge(String),
     /// A well-formed component that Goldfish cannot run.
@@ -59,6 +62,7 @@ impl HostError {
             HostError::AdminDisabled => StatusCode::FORBIDDEN,
             HostError::NotFound(_) => StatusCode::NOT_FOUND,
             HostError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            HostError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             HostError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HostError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             HostError::GuestFailed(_) | HostError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -87,6 +91,11 @@ impl IntoResponse for HostError {
             }
         };
         let mut response = (status, Json(json!({ "error": message }))).into_response();
+        if let HostError::TooManyRequests { retry_after, .. } = &self
+            && let Ok(value) = HeaderValue::from_str(&retry_after.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

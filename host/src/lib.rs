@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`server`]: the router, shared state, limits, `run` with graceful shutdown, `/healthz`, `/readyz`.
-//! - [`admin`]: `PUT/GET/DELETE /v1/functions/{name}`, `GET /v1/functions`, bearer-token auth.
+//! - [`admin`]: `PUT/GET/DELETE /v1/functions/{name}`, `GET /v1/functions`, bearer-token auth;
+//!   [`auth_failures`]: failed logins limited per client address.
 //! - [`invoke`]: `/fn/{name}/...`: HTTP ⇄ the WIT request/response, validation of guest answers.
 //! - [`engine`]: wasmtime engine and linker (what a guest may import and what each import grants),
 //!   deploy-time validation, one fresh `Store` + instance per call with memory and time bounds.
@@ -24,6 +25,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod auth_failures;
 pub mod backend;
 pub mod bindings;
 pub mod compile_cache;

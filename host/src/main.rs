@@ -61,6 +61,11 @@ struct ServeArgs {
     /// Where state lives.
     #[arg(long, value_enum, env = "GOLDFISH_STORE", default_value = "redis")]
     store: StoreKind,
+    /// Serve the admin API (`/v1/`) on this address only, e.g. 127.0.0.1:8081 or an internal
+    /// interface; the public address then answers 404 for `/v1/`. Port 0 picks a free one
+    /// (printed as `admin listening on http://ADDR`).
+    #[arg(long, env = "GOLDFISH_ADMIN_LISTEN")]
+    admin_listen: Option<String>,
     /// Bearer token for the admin API; without one the admin API refuses every request.
     #[arg(long, env = "GOLDFISH_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -80,6 +85,11 @@ struct ServeArgs {
     /// Linear memory limit of one instance, in MiB.
     #[arg(long, env = "GOLDFISH_MEMORY_MIB", default_value_t = server::DEFAULT_MAX_MEMORY_BYTES >> 20)]
     memory_mib: usize,
+    /// How long one Redis command may take before the guest gets `unavailable` (a 503), in
+    /// milliseconds; after one times out, commands fail at once for that long.
+    #[arg(long, env = "GOLDFISH_REDIS_TIMEOUT_MS", default_value_t = goldfish::backend::redis::DEFAULT_RESPONSE_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    redis_timeout_ms: u64,
     /// Directory for compiled machine code, so a restarted host does not compile again;
     /// `off` disables it. Default: $XDG_CACHE_HOME/goldfish (or ~/.cache/goldfish).
     #[arg(long, env = "GOLDFISH_COMPILE_CACHE")]
@@ -149,9 +159,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.redis
         )
     };
+    let redis_timeout = Duration::from_millis(args.redis_timeout_ms);
     let backend = match args.store {
         StoreKind::Redis => Backend::Redis(
-            RedisBackend::connect(&args.redis)
+            RedisBackend::connect(&args.redis, redis_timeout)
                 .await
                 .map_err(unreachable)?,
         ),
@@ -163,7 +174,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .filter(|n| !n.is_empty())
                 .collect();
             Backend::Redis(
-                RedisBackend::connect_cluster(&nodes)
+                RedisBackend::connect_cluster(&nodes, redis_timeout)
                     .await
                     .map_err(unreachable)?,
             )
@@ -207,7 +218,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(store = %backend.describe(), "goldfish host ready");
     // Scripts and tests read this line to find the port.
     println!("listening on http://{addr}");
-    server::run(listener, state, shutdown_signal()).await
+    let admin_listener = match &args.admin_listen {
+        Some(admin) => {
+            let admin_listener = TcpListener::bind(admin)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {admin} (--admin-listen): {e}"))?;
+            // Scripts and tests read this line to find the admin port.
+            println!("admin listening on http://{}", admin_listener.local_addr()?);
+            Some(admin_listener)
+        }
+        None => None,
+    };
+    server::run(listener, admin_listener, state, shutdown_signal()).await
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

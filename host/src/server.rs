@@ -1,7 +1,8 @@
 //! The HTTP server: state shared by handlers, the router, health endpoints, and `run` with
 //! graceful shutdown.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_http::trace::TraceLayer;
 
+use crate::auth_failures::AuthFailures;
 use crate::backend::Backend;
 use crate::engine::{DEFAULT_MAX_INSTANCES, RequestLimits, Runtime};
 use crate::error::HostError;
@@ -34,8 +36,8 @@ pub const DEFAULT_MAX_MEMORY_BYTES: usize = 64 << 20;
 /// How long shutdown waits for in-flight requests before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Everything `serve` needs besides the socket.
-#[derive(Clone, Debug)]
+/// Everything `serve` needs besides the socket. Its `Debug` never shows the admin token.
+#[derive(Clone)]
 pub struct Settings {
     pub admin_token: Option<String>,
     pub max_body_bytes: usize,
@@ -47,6 +49,22 @@ pub struct Settings {
     pub limits: RequestLimits,
     /// How compiles run: how many at once, how long each may take, where machine code is cached.
     pub compile: CompileSettings,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_component_bytes", &self.max_component_bytes)
+            .field("max_instances", &self.max_instances)
+            .field("limits", &self.limits)
+            .field("compile", &self.compile)
+            .finish()
+    }
 }
 
 impl Settings {
@@ -88,6 +106,8 @@ pub struct AppState {
     /// One permit per pooled instance slot: a request holds one while its instance exists, so
     /// the pool is never asked for more slots than it has.
     pub instance_slots: Arc<Semaphore>,
+    /// Failed admin logins per client address.
+    pub auth_failures: Arc<AuthFailures>,
 }
 
 impl AppState {
@@ -100,28 +120,55 @@ impl AppState {
             runtime,
             registry,
             instance_slots: Arc::new(Semaphore::new(settings.max_instances as usize)),
+            auth_failures: Arc::default(),
             settings: Arc::new(settings),
             metrics: Metrics::new()?,
         })
     }
 }
 
-/// The router: admin API, invocation, health.
+/// The router with everything on one address: admin API, invocation, health, metrics.
 pub fn app(state: AppState) -> Router {
-    let admin = Router::new()
+    with_layers(admin_routes().merge(public_routes()), state)
+}
+
+/// The public router when the admin API has an address of its own (`--admin-listen`): no
+/// `/v1/` routes at all (they answer the JSON 404).
+pub fn public_app(state: AppState) -> Router {
+    with_layers(public_routes(), state)
+}
+
+/// The admin API alone, for `--admin-listen` (with health, so probes can check it).
+pub fn admin_app(state: AppState) -> Router {
+    with_layers(
+        admin_routes()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz)),
+        state,
+    )
+}
+
+fn admin_routes() -> Router<AppState> {
+    Router::new()
         .route("/v1/functions", get(admin::list))
         .route(
             "/v1/functions/{name}",
             get(admin::show).put(admin::deploy).delete(admin::remove),
-        );
+        )
+}
+
+fn public_routes() -> Router<AppState> {
     Router::new()
-        .merge(admin)
         .route("/fn/{name}", any(invoke::invoke))
         .route("/fn/{name}/", any(invoke::invoke))
         .route("/fn/{name}/{*path}", any(invoke::invoke))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+}
+
+fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read with explicit limits in the handlers (see `read_body`), which answer
@@ -132,10 +179,12 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves, then drains in-flight requests for up
-/// to [`SHUTDOWN_GRACE`].
+/// Serves `state` on `listener` (and the admin API on `admin_listener` when given, then not on
+/// `listener`) until `shutdown` resolves, then drains in-flight requests for up to
+/// [`SHUTDOWN_GRACE`].
 pub async fn run(
     listener: TcpListener,
+    admin_listener: Option<TcpListener>,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -149,12 +198,43 @@ pub async fn run(
     }
     // Aborted once serving ends; until then it keeps this host's view of the registry fresh.
     let refresher = tokio::spawn(state.registry.clone().keep_fresh());
-    let (stop_tx, mut stopped) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+    let (stop_tx, stopped) = tokio::sync::watch::channel(false);
+    let stop_signal = {
+        let stopped = stopped.clone();
+        move || {
+            let mut stopped = stopped.clone();
+            async move {
+                stopped.wait_for(|s| *s).await.ok();
+            }
+        }
+    };
+    tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down: draining in-flight requests");
         stop_tx.send(true).ok();
     });
+    // Client addresses reach the handlers (failed admin logins are limited per address).
+    let serve = |listener: TcpListener, router: Router| {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop_signal())
+        .into_future()
+    };
+    let server = async {
+        match admin_listener {
+            Some(admin_listener) => {
+                let (public, admin) = tokio::join!(
+                    serve(listener, public_app(state.clone())),
+                    serve(admin_listener, admin_app(state))
+                );
+                public.and(admin)
+            }
+            None => serve(listener, app(state)).await,
+        }
+    };
+    let mut stopped = stopped;
     let result = tokio::select! {
         result = server => result.map_err(anyhow::Error::from),
         _ = async {

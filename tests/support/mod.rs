@@ -185,6 +185,24 @@ impl Redis {
             .expect("connect to test redis")
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers, like a hung Redis.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Kills the server (simulating Redis going away).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
@@ -194,6 +212,10 @@ impl Redis {
 
 impl Drop for Redis {
     fn drop(&mut self) {
+        // A frozen server would ignore nothing, but let it run so it dies promptly either way.
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
         self.stop();
     }
 }
@@ -299,6 +321,8 @@ fn wait_until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
 /// A `goldfish serve` process, killed on drop.
 pub struct Host {
     pub url: String,
+    /// The admin API's own address, when started with `--admin-listen`.
+    pub admin_url: Option<String>,
     child: Child,
     pub log: PathBuf,
 }
@@ -339,10 +363,9 @@ impl Host {
             .spawn()
             .expect("spawn goldfish");
         let stdout = child.stdout.take().expect("piped stdout");
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read goldfish stdout");
+        stdout.read_line(&mut line).expect("read goldfish stdout");
         let Some(url) = line.trim().strip_prefix("listening on ") else {
             let _ = child.wait();
             panic!(
@@ -350,8 +373,18 @@ impl Host {
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
         };
+        let admin_url = args.contains(&"--admin-listen").then(|| {
+            let mut admin = String::new();
+            stdout.read_line(&mut admin).expect("read goldfish stdout");
+            admin
+                .trim()
+                .strip_prefix("admin listening on ")
+                .unwrap_or_else(|| panic!("no admin address: {admin:?}"))
+                .to_owned()
+        });
         Host {
             url: url.to_owned(),
+            admin_url,
             child,
             log,
         }

@@ -2,10 +2,15 @@
 //!
 //! One multiplexed connection per host carries every command: a [`ConnectionManager`] for a single
 //! server, or a [`ClusterConnection`] that routes each command by its key's slot for Redis
-//! Cluster. Both reconnect by themselves when Redis comes back, and each command is bounded by [`RESPONSE_TIMEOUT`] so a guest waiting
-//! on a dead Redis gets `unavailable` rather than hanging until its deadline.
+//! Cluster. Both reconnect by themselves when Redis comes back. Each command is bounded by the
+//! response timeout ([`DEFAULT_RESPONSE_TIMEOUT`], `--redis-timeout-ms`), so a guest waiting on a
+//! hung Redis gets `unavailable` rather than hanging until its deadline; and once a command has
+//! timed out or lost its connection, commands fail at once for one timeout's length
+//! ([`Health`]) instead of each waiting the whole timeout again.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
@@ -15,10 +20,9 @@ use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, Script, Value};
 
 use super::{BackendError, KeyPage, keys};
 
-/// How long one command may wait for Redis' answer before it fails as `unavailable`.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long (re)connecting may take before the command that needed the connection fails.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default for how long one command may wait for Redis' answer before it fails as
+/// `unavailable` (and so how fast a hung Redis becomes a 503).
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Reconnection attempts per failed connection before commands fail fast; the manager tries
 /// again on the next command, so this bounds latency, not availability.
 const RECONNECT_ATTEMPTS: usize = 2;
@@ -53,20 +57,87 @@ pub struct RedisBackend {
     cas: Script,
 }
 
-/// One Redis server, or a Redis Cluster. Both are multiplexed, reconnect by themselves and are
-/// cheap to clone.
+/// One Redis server, or a Redis Cluster, with the shared record of whether it is answering.
+/// Multiplexed, reconnecting by itself, cheap to clone.
 #[derive(Clone)]
-enum Connection {
+struct Connection {
+    inner: Inner,
+    health: Arc<Health>,
+}
+
+#[derive(Clone)]
+enum Inner {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
 }
 
+/// Whether Redis is known to be down: after a command times out or loses its connection, every
+/// command fails at once until `window` has passed; then the next one tries again (and the
+/// connection reconnects). A hung Redis then costs one timeout per window, not one per command.
+struct Health {
+    started: Instant,
+    /// Milliseconds since `started` before which commands fail fast; 0 when healthy.
+    down_until_ms: AtomicU64,
+    window: Duration,
+}
+
+impl Health {
+    fn new(window: Duration) -> Self {
+        Health {
+            started: Instant::now(),
+            down_until_ms: AtomicU64::new(0),
+            window,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn is_down(&self) -> bool {
+        self.now_ms() < self.down_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// Records the outcome of a command that was sent.
+    fn observe<T>(&self, result: &redis::RedisResult<T>) {
+        match result {
+            Err(e)
+                if e.is_timeout()
+                    || e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal() =>
+            {
+                let until = self.now_ms() + self.window.as_millis() as u64;
+                self.down_until_ms.store(until, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The error every command gets while Redis is known to be down.
+fn failing_fast() -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "Redis did not answer a moment ago; failing fast until it does",
+    ))
+}
+
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Connection::Single(c) => c.req_packed_command(cmd),
-            Connection::Cluster(c) => c.req_packed_command(cmd),
+        if self.health.is_down() {
+            return Box::pin(async { Err(failing_fast()) });
         }
+        let health = self.health.clone();
+        let sent = match &mut self.inner {
+            Inner::Single(c) => c.req_packed_command(cmd),
+            Inner::Cluster(c) => c.req_packed_command(cmd),
+        };
+        Box::pin(async move {
+            let result = sent.await;
+            health.observe(&result);
+            result
+        })
     }
 
     fn req_packed_commands<'a>(
@@ -75,54 +146,71 @@ impl ConnectionLike for Connection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        if self.health.is_down() {
+            return Box::pin(async { Err(failing_fast()) });
         }
+        let health = self.health.clone();
+        let sent = match &mut self.inner {
+            Inner::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Inner::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        };
+        Box::pin(async move {
+            let result = sent.await;
+            health.observe(&result);
+            result
+        })
     }
 
     fn get_db(&self) -> i64 {
-        match self {
-            Connection::Single(c) => c.get_db(),
-            Connection::Cluster(c) => c.get_db(),
+        match &self.inner {
+            Inner::Single(c) => c.get_db(),
+            Inner::Cluster(c) => c.get_db(),
         }
     }
 }
 
 impl RedisBackend {
     /// Connects to one Redis server and checks it answers; fails if it cannot be reached now.
-    pub async fn connect(url: &str) -> Result<Self, BackendError> {
+    /// `timeout` bounds each command (and each reconnection).
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, BackendError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
             .set_number_of_retries(RECONNECT_ATTEMPTS);
         let connection = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(unavailable)?;
         let description = format!("redis at {}", redacted(url));
-        RedisBackend::checked(description, Connection::Single(connection)).await
+        RedisBackend::checked(description, Inner::Single(connection), timeout).await
     }
 
     /// Connects to a Redis Cluster through any of its `nodes` (the others are discovered) and
-    /// checks it answers.
-    pub async fn connect_cluster(nodes: &[&str]) -> Result<Self, BackendError> {
+    /// checks it answers. `timeout` bounds each command (and each reconnection).
+    pub async fn connect_cluster(nodes: &[&str], timeout: Duration) -> Result<Self, BackendError> {
         let client = ClusterClient::builder(nodes.iter().copied())
-            .connection_timeout(CONNECTION_TIMEOUT)
-            .response_timeout(RESPONSE_TIMEOUT)
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
             .retries(RECONNECT_ATTEMPTS as u32)
             .build()
             .map_err(unavailable)?;
         let connection = client.get_async_connection().await.map_err(unavailable)?;
         let nodes: Vec<String> = nodes.iter().map(|n| redacted(n)).collect();
         let description = format!("redis cluster via {}", nodes.join(","));
-        RedisBackend::checked(description, Connection::Cluster(connection)).await
+        RedisBackend::checked(description, Inner::Cluster(connection), timeout).await
     }
 
-    async fn checked(description: String, connection: Connection) -> Result<Self, BackendError> {
+    async fn checked(
+        description: String,
+        inner: Inner,
+        timeout: Duration,
+    ) -> Result<Self, BackendError> {
         let backend = RedisBackend {
             description,
-            connection,
+            connection: Connection {
+                inner,
+                health: Arc::new(Health::new(timeout)),
+            },
             cas: Script::new(CAS_SCRIPT),
         };
         backend.ping().await?;
@@ -162,9 +250,10 @@ impl RedisBackend {
             .arg(pattern)
             .arg("COUNT")
             .arg(count);
-        match self.conn() {
-            Connection::Single(mut c) => cmd.query_async(&mut c).await.map_err(unavailable),
-            Connection::Cluster(mut c) => {
+        let mut conn = self.conn();
+        match &mut conn.inner {
+            Inner::Single(_) => cmd.query_async(&mut conn).await.map_err(unavailable),
+            Inner::Cluster(c) => {
                 let route = Route::with_slot(Slot::for_key(namespace), SlotAddr::Master);
                 let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
                 let value = c.route_command(cmd, routing).await.map_err(unavailable)?;
