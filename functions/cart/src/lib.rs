@@ -4,16 +4,24 @@
 //! | request              | answer                                              |
 //! |----------------------|-----------------------------------------------------|
 //! | `GET /`              | 200, the cart `{"lines":[...],"total_cents","currency"}` |
-//! | `POST /items`        | 201, the cart after adding `{"item","size","qty"}`  |
+//! | `POST /items`        | 201, the cart after adding `{"item","size","qty"}`, header `line-id` |
 //! | `DELETE /items/{id}` | 200, the cart after removing line `id`; 404 if none |
 //! | `GET /menu`          | 200, the menu                                       |
+//!
+//! Adds and removes take an optional `Idempotency-Key` header (1 to 128 visible ASCII
+//! characters), as checkout does. The first request with a key makes the change and answers as
+//! above. A retry with the same key on the same session, from any host, changes nothing and
+//! answers 200, `idempotent-replayed: true`, the same `line-id`, and the cart as it is now (which
+//! may have moved on: the line since removed or checked out). The same key sent for a different
+//! change is 422. A request that failed (400, 404, 409, 503) recorded nothing, so its retry is
+//! tried afresh. See [`pizza::cart`] for how the key and the change are written together.
 //!
 //! A cart request without a valid `goldfish_session` cookie gets a new session, and the answer
 //! sets the cookie. Every cart read or write goes through [`pizza::store`], which completes a
 //! checkout a crashed host left pending before acting (see [`pizza::checkout`]), so this function
 //! must be deployed in the same app as `checkout`.
 
-use pizza::cart::NewLine;
+use pizza::cart::{Change, Changed, NewLine};
 use pizza::http::{self, Reply};
 use pizza::{ApiError, ids, menu, retry, store};
 
@@ -81,8 +89,8 @@ fn respond(request: &Request) -> Result<Reply, ApiError> {
     };
     let reply = match route {
         CartRoute::Show => show(&session, is_new),
-        CartRoute::Add => add(&session, &request.body),
-        CartRoute::Remove(id) => remove(&session, id),
+        CartRoute::Add => add(&session, request),
+        CartRoute::Remove(id) => remove(&session, id, request),
     };
     // Even a refused request keeps the session it was given, so the client's next try uses it.
     let reply = reply.unwrap_or_else(ApiError::into_reply);
@@ -103,24 +111,47 @@ fn show(session: &str, is_new: bool) -> Result<Reply, ApiError> {
     Ok(Reply::json(200, &cart.view()))
 }
 
-/// `POST /items`: validates the line before touching storage, then adds it.
-fn add(session: &str, body: &[u8]) -> Result<Reply, ApiError> {
-    let line = NewLine::parse(body)?;
-    let (cart, _id) = store::update(&HostKv, session, &retry::jittered_pause, |cart| {
-        cart.add(&line)
-    })?;
-    Ok(Reply::json(201, &cart.view()))
+/// `POST /items`: validates the line and the key before touching storage, then adds it.
+fn add(session: &str, request: &Request) -> Result<Reply, ApiError> {
+    let key = http::idempotency_key(&request.headers)?;
+    let change = Change::Add(NewLine::parse(&request.body)?);
+    let (cart, changed) = store::change(
+        &HostKv,
+        session,
+        &retry::jittered_pause,
+        &change,
+        key.as_deref(),
+    )?;
+    Ok(answer(&cart, changed, 201))
 }
 
 /// `DELETE /items/{id}`.
-fn remove(session: &str, id: &str) -> Result<Reply, ApiError> {
+fn remove(session: &str, id: &str, request: &Request) -> Result<Reply, ApiError> {
+    let key = http::idempotency_key(&request.headers)?;
     let Ok(id) = id.parse::<u64>() else {
         return Err(ApiError::NotFound(format!(
             "the cart has no line {id:?}; line ids are numbers"
         )));
     };
-    let (cart, _line) = store::update(&HostKv, session, &retry::jittered_pause, |cart| {
-        cart.remove(id)
-    })?;
-    Ok(Reply::json(200, &cart.view()))
+    let (cart, changed) = store::change(
+        &HostKv,
+        session,
+        &retry::jittered_pause,
+        &Change::Remove(id),
+        key.as_deref(),
+    )?;
+    Ok(answer(&cart, changed, 200))
+}
+
+/// The answer to a change: `status` when this request made it, 200 and `idempotent-replayed`
+/// when an earlier request with the same key did; `line-id` names the line either way.
+fn answer(cart: &pizza::cart::Cart, changed: Changed, status: u16) -> Reply {
+    match changed {
+        Changed::Applied(line) => {
+            Reply::json(status, &cart.view()).with_header("line-id", &line.to_string())
+        }
+        Changed::Replayed(line) => Reply::json(200, &cart.view())
+            .with_header("line-id", &line.to_string())
+            .with_header("idempotent-replayed", "true"),
+    }
 }

@@ -14,8 +14,8 @@
 //!    order it names with 200 and change nothing.
 //! 3. **Empty** cart: 409.
 //! 4. **Commit**: build the order (fresh random id, the lines, total, `created_at`, idempotency
-//!    key) and compare-and-swap the cart from `V` to `{lines: [], next_line_id unchanged,
-//!    pending: order}`. This single atomic write is the commit point: the lines leave the cart and
+//!    key) and compare-and-swap the cart from `V` to `{lines: [], next_line_id and applied keys
+//!    unchanged, pending: order}`. This single atomic write is the commit point: the lines leave the cart and
 //!    the order comes into existence together. If the swap loses, go back to 1.
 //! 5. **Complete** and answer 201.
 //!
@@ -110,10 +110,12 @@ pub fn checkout(
             request.created_at.clone(),
             request.idempotency_key.clone(),
         );
+        // The applied idempotency keys stay: a retried add must replay, not put an ordered line
+        // back into the emptied cart.
         let committed = Cart {
             lines: Vec::new(),
-            next_line_id: snapshot.cart.next_line_id,
             pending: Some(order.clone()),
+            ..snapshot.cart.clone()
         };
         let committed_bytes = store::encode(&committed)?;
         let cart_key = store::cart_key(session);

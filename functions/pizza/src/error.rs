@@ -25,6 +25,14 @@ pub enum ApiError {
     CartEmpty,
     #[error("the cart holds at most {MAX_LINES} lines: check out or remove some first")]
     CartFull,
+    /// The request's `Idempotency-Key` was already used on this cart for a different change.
+    #[error(
+        "this Idempotency-Key was already used on this cart to {earlier}: send a new key with each new change"
+    )]
+    IdempotencyKeyReused {
+        /// What the key was used for, as [`crate::cart::Change::describe`] puts it.
+        earlier: String,
+    },
     /// The compare-and-swap loop lost every race it was allowed to run.
     #[error("cart is busy, retry")]
     CartBusy,
@@ -44,6 +52,7 @@ impl ApiError {
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::CartEmpty | ApiError::CartFull => 409,
+            ApiError::IdempotencyKeyReused { .. } => 422,
             ApiError::CartBusy | ApiError::Unavailable(_) => 503,
             ApiError::Internal(_) => 500,
         }
@@ -121,6 +130,18 @@ mod tests {
         let reply = ApiError::MethodNotAllowed { allow: "GET" }.into_reply();
         assert_eq!(reply.status, 405);
         assert!(reply.headers.contains(&("allow".into(), "GET".into())));
+    }
+
+    #[test]
+    fn a_reused_idempotency_key_is_a_422_naming_its_first_use() {
+        let reply = ApiError::IdempotencyKeyReused {
+            earlier: "add 1 coke regular".into(),
+        }
+        .into_reply();
+        assert_eq!(reply.status, 422);
+        let message = body(&reply)["error"].as_str().unwrap().to_owned();
+        assert!(message.contains("add 1 coke regular"), "{message}");
+        assert!(message.contains("new key"), "{message}");
     }
 
     #[test]

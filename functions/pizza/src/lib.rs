@@ -8,9 +8,10 @@
 //! # Layout
 //!
 //! - [`menu`]: what can be ordered, in which sizes, at which price.
-//! - [`cart`]: the cart record (lines, line ids, the pending checkout) and what a client may add.
+//! - [`cart`]: the cart record (lines, line ids, the pending checkout, the idempotency keys of
+//!   recent adds and removes), what a client may add, and applying a change at most once per key.
 //! - [`order`]: the order record and its RFC 3339 timestamp.
-//! - [`store`]: the key names, their TTLs, and reading and updating a cart with compare-and-swap.
+//! - [`store`]: the key names, their TTLs, and reading and changing a cart with compare-and-swap.
 //! - [`checkout`]: turning a cart into an order exactly once; the protocol is documented there.
 //! - [`retry`]: the bounded read-modify-CAS loop and its jittered pause.
 //! - [`kv`]: the storage trait and its error, plus the `impl_kv!` macro for guests.

@@ -6,6 +6,9 @@
 //! | `order:<id>`             | [`Order`] JSON             | never                           |
 //! | `idem:<session>:<key>`   | the order id               | 24 h                            |
 //!
+//! (The idempotency keys of cart adds and removes live inside the cart record itself, see
+//! [`crate::cart`], because the change and its key must be written by one compare-and-swap.)
+//!
 //! Every change to a cart is a compare-and-swap against the exact bytes read, retried a bounded
 //! number of times, so concurrent requests on any host never lose each other's lines. Every read
 //! first completes a pending checkout (see [`crate::checkout`]), so no caller ever acts on a cart
@@ -13,7 +16,7 @@
 
 use serde::Serialize;
 
-use crate::cart::Cart;
+use crate::cart::{Cart, Change, Changed};
 use crate::checkout;
 use crate::order::Order;
 use crate::retry::{self, Attempt};
@@ -111,6 +114,42 @@ pub fn update<T>(
     pause: &dyn Fn(u32),
     mut change: impl FnMut(&mut Cart) -> Result<T, ApiError>,
 ) -> Result<(Cart, T), ApiError> {
+    modify(kv, session, pause, |cart| change(cart).map(Write::Store))
+}
+
+/// Makes a client's `change` to the cart of `session`, at most once per idempotency `key`: see
+/// [`Cart::apply`]. A replay writes nothing and returns the cart as it is now, which may have
+/// moved on since the change was made (the line since removed or checked out).
+pub fn change(
+    kv: &dyn Kv,
+    session: &str,
+    pause: &dyn Fn(u32),
+    change: &Change,
+    key: Option<&str>,
+) -> Result<(Cart, Changed), ApiError> {
+    modify(kv, session, pause, |cart| {
+        Ok(match cart.apply(change, key)? {
+            changed @ Changed::Applied(_) => Write::Store(changed),
+            changed @ Changed::Replayed(_) => Write::Keep(changed),
+        })
+    })
+}
+
+/// Whether [`modify`] stores the cart its closure saw.
+enum Write<T> {
+    /// The closure changed the cart: store it.
+    Store(T),
+    /// The closure left the cart as read: nothing to write.
+    Keep(T),
+}
+
+/// The read-modify-compare-and-swap loop behind [`update`] and [`change`].
+fn modify<T>(
+    kv: &dyn Kv,
+    session: &str,
+    pause: &dyn Fn(u32),
+    mut change: impl FnMut(&mut Cart) -> Result<Write<T>, ApiError>,
+) -> Result<(Cart, T), ApiError> {
     let key = cart_key(session);
     retry::bounded(pause, || {
         let Snapshot { bytes, mut cart } = read_cart(kv, session)?;
@@ -118,7 +157,10 @@ pub fn update<T>(
             checkout::complete(kv, session, &Snapshot { bytes, cart })?;
             return Ok(Attempt::Again);
         }
-        let outcome = change(&mut cart)?;
+        let outcome = match change(&mut cart)? {
+            Write::Keep(outcome) => return Ok(Attempt::Done((cart, outcome))),
+            Write::Store(outcome) => outcome,
+        };
         let new = encode(&cart)?;
         if kv.compare_and_swap(&key, bytes.as_deref(), &new, cart_ttl(&cart))? {
             Ok(Attempt::Done((cart, outcome)))

@@ -189,6 +189,7 @@ fn crashed_checkout(kv: &MemoryKv) -> Order {
         lines: Vec::new(),
         next_line_id: cart.next_line_id,
         pending: Some(order.clone()),
+        ..Cart::default()
     };
     kv.set(
         &store::cart_key(SESSION),
@@ -209,7 +210,8 @@ fn loading_a_cart_completes_its_pending_checkout() {
         Cart {
             lines: Vec::new(),
             next_line_id: 2,
-            pending: None
+            pending: None,
+            ..Cart::default()
         }
     );
     assert_eq!(kv.orders(), [order]);

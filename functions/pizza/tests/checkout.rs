@@ -75,7 +75,8 @@ fn checkout_moves_the_lines_into_a_stored_order() {
         Some(Cart {
             lines: Vec::new(),
             next_line_id: 3,
-            pending: None
+            pending: None,
+            ..Cart::default()
         })
     );
 }
