@@ -10,7 +10,8 @@ use support::{Host, Redis, get_status, post_json};
 #[tokio::test]
 async fn a_frozen_redis_is_a_503_within_a_second_and_service_returns_when_it_thaws() {
     let redis = Redis::start();
-    let host = Host::start(&redis);
+    // The production default, stated: the test is about what it promises.
+    let host = Host::start_tuned(&redis, &["--redis-timeout-ms", "500"]);
     host.deploy_ok("probe", None, "recycle-probe").await;
     assert_eq!(post_json(&host.fn_url("probe")).await.0, 200);
 

@@ -8,22 +8,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use goldfish::stress::{self, StressConfig};
 use serde_json::json;
 use support::{Host, Redis, function, get_json, guest, post_json};
-
-/// Waits until `host`'s log says it has `digest` compiled (or loaded from its disk cache), which
-/// a host does by itself in the background once it sees a deploy made elsewhere.
-async fn wait_until_ready(host: &Host, digest: &str) -> bool {
-    support::eventually(Duration::from_secs(180), || async {
-        host.log_contents().lines().any(|line| {
-            line.contains(digest)
-                && (line.contains("compile finished")
-                    || line.contains("machine code loaded from the disk cache"))
-        })
-    })
-    .await
-}
 
 /// Runs `request` once and returns its JSON answer and how long it took.
 async fn timed_post(url: &str) -> ((u16, serde_json::Value), Duration) {
@@ -48,7 +34,7 @@ async fn python_and_javascript_deploy_with_defaults_and_answer_on_another_host()
         let digest = entry["digest"].as_str().expect("digest").to_owned();
         // Host B compiles (or loads) it in the background, before any request reaches it.
         assert!(
-            wait_until_ready(&b, &digest).await,
+            b.wait_until_ready(&digest).await,
             "host B never readied {name}:\n{}",
             b.log_contents()
         );
@@ -122,31 +108,12 @@ async fn python_and_javascript_instances_are_fresh_on_every_request_under_load()
     let b = Host::start(&redis);
     for (name, language) in [("py", "python-probe"), ("js", "js-probe")] {
         let entry = a.deploy_bytes_ok(name, None, function(language)).await;
-        assert!(wait_until_ready(&b, entry["digest"].as_str().expect("digest")).await);
-        let requests = 200;
-        let report = stress::run(&StressConfig {
-            targets: vec![a.url.clone(), b.url.clone()],
-            function: name.into(),
-            path: "/".into(),
-            method: "POST".into(),
-            requests: Some(requests),
-            duration: None,
-            concurrency: 8,
-            progress: false,
-        })
-        .await
-        .expect("the run is measurable");
-        let text = report.render();
-        assert_eq!(report.requests.ok, requests, "{text}");
-        assert_eq!(report.freshness.checked, requests, "{text}");
-        assert_eq!(report.freshness.reused_instances, 0, "{language}: {text}");
-        assert_eq!(
-            report.freshness.kv_advanced(),
-            Some(i128::from(requests)),
-            "{text}"
+        assert!(
+            b.wait_until_ready(entry["digest"].as_str().expect("digest"))
+                .await
         );
-        assert!(report.passed(), "{language}: {text}");
-        println!("{language} under load:\n{text}");
+        let report = support::assert_fresh_under_load(&[&a, &b], name, "/", 200, 8).await;
+        println!("{language} under load:\n{}", report.render());
     }
 }
 

@@ -39,6 +39,7 @@ async fn measure(allocation: Allocation, component: &[u8], path: &str) -> Stats 
     let limits = RequestLimits {
         max_memory_bytes: 64 << 20,
         timeout: Duration::from_secs(10),
+        cpu_budget: Some(Duration::from_secs(5)),
     };
     let mut samples = Vec::with_capacity(CALLS);
     for i in 0..WARMUP + CALLS {

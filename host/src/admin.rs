@@ -1,37 +1,68 @@
-//! The admin API: deploy, list, show and delete functions. Every route needs
-//! `Authorization: Bearer TOKEN`; without a configured token the whole API answers 403.
+//! The admin API: deploy, list, show and delete functions, list their versions and roll back.
+//! Every route needs `Authorization: Bearer TOKEN`; without a configured token the whole API
+//! answers 403. Each handler's `#[utoipa::path]` is its entry in `GET /v1/openapi.json`
+//! ([`crate::openapi`]): statuses and bodies are documented where they are produced.
 
 use axum::Json;
 use axum::body::Body;
 use std::net::SocketAddr;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::HostError;
-use crate::registry::{FunctionEntry, is_valid_name};
+use crate::openapi::{AdminFailures, ErrorBody, WasmComponent};
+use crate::registry::{FunctionEntry, FunctionLimits, is_valid_name};
 use crate::server::AppState;
 
-#[derive(Deserialize)]
+/// Who a deploy is recorded as (`by`): the label of the one admin token there is today.
+pub const ADMIN_TOKEN_LABEL: &str = "admin";
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeployQuery {
+    /// The app whose key-value namespace the function shares; defaults to the function name.
     app: Option<String>,
     /// This function's linear memory limit, at most the host's `--memory-mib`.
     memory_mib: Option<u32>,
+    /// This function's CPU budget per call in milliseconds, at most the host's `--cpu-ms`.
+    cpu_ms: Option<u32>,
 }
 
-/// `PUT /v1/functions/{name}?app={app}`: validate, store and serve a component.
+/// `PUT /v1/functions/{name}?app={app}`: validate, store and serve a component as the name's
+/// newest version.
+#[utoipa::path(
+    put,
+    path = "/v1/functions/{name}",
+    tag = "admin",
+    operation_id = "deploy",
+    summary = "Deploy (or atomically redeploy) a function as its newest version",
+    params(("name" = String, Path, description = "Function name: `[a-z0-9][a-z0-9-]{0,62}`"), DeployQuery),
+    request_body(content = WasmComponent, content_type = "application/wasm"),
+    responses(
+        (status = 201, description = "Deployed: the entry now current, with its version number", body = FunctionEntry),
+        (status = 400, description = "Invalid name or app, an out-of-range limit, an empty upload, not WebAssembly, or a core module rather than a component", body = ErrorBody),
+        (status = 413, description = "The component is larger than `--max-component-bytes`", body = ErrorBody),
+        (status = 422, description = "Does not export a handler Goldfish runs, imports something Goldfish does not provide, or does not compile", body = ErrorBody),
+        AdminFailures,
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn deploy(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(query): Query<DeployQuery>,
+    query: Result<Query<DeployQuery>, QueryRejection>,
     request: Request<Body>,
 ) -> Result<impl IntoResponse, HostError> {
-    authorize(&state, request.headers(), request.extensions().get())?;
+    let by = authorize(&state, request.headers(), request.extensions().get())?;
+    let Query(query) = query.map_err(bad_query)?;
     check_name("function name", &name)?;
     let app = query.app.unwrap_or_else(|| name.clone());
     check_name("app", &app)?;
@@ -44,17 +75,46 @@ pub async fn deploy(
              (host option --memory-mib)"
         )));
     }
+    if query.cpu_ms == Some(0) {
+        return Err(HostError::BadRequest(
+            "cpu_ms=0 is out of range: give the CPU budget per call in milliseconds, at least 1 \
+             (the host's --cpu-ms caps it)"
+                .into(),
+        ));
+    }
     let (bytes, digest) = read_component(request, state.settings.max_component_bytes).await?;
     let entry = state
         .registry
-        .deploy(&name, &app, bytes, digest, query.memory_mib)
+        .deploy(
+            &name,
+            &app,
+            bytes,
+            digest,
+            FunctionLimits {
+                memory_mib: query.memory_mib,
+                cpu_ms: query.cpu_ms,
+            },
+            by,
+        )
         .await?;
     state.metrics.deploys.inc();
-    tracing::info!(function = %entry.name, app = %entry.app, digest = %entry.digest, size = entry.size, "deployed");
+    tracing::info!(function = %entry.name, version = entry.version, app = %entry.app, digest = %entry.digest, size = entry.size, by, "deployed");
     Ok((StatusCode::CREATED, Json(entry)))
 }
 
 /// `GET /v1/functions`: every deployed function.
+#[utoipa::path(
+    get,
+    path = "/v1/functions",
+    tag = "admin",
+    operation_id = "list",
+    summary = "List every deployed function (its current entry)",
+    responses(
+        (status = 200, description = "Every deployed function", body = Vec<FunctionEntry>),
+        AdminFailures,
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     request: Request<Body>,
@@ -64,6 +124,21 @@ pub async fn list(
 }
 
 /// `GET /v1/functions/{name}`.
+#[utoipa::path(
+    get,
+    path = "/v1/functions/{name}",
+    tag = "admin",
+    operation_id = "show",
+    summary = "Show one function's current entry",
+    params(("name" = String, Path, description = "Function name")),
+    responses(
+        (status = 200, description = "The function's current entry", body = FunctionEntry),
+        (status = 400, description = "Invalid function name", body = ErrorBody),
+        (status = 404, description = "No function of that name is deployed", body = ErrorBody),
+        AdminFailures,
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -78,6 +153,21 @@ pub async fn show(
 }
 
 /// `DELETE /v1/functions/{name}`: 204; later invocations get 404.
+#[utoipa::path(
+    delete,
+    path = "/v1/functions/{name}",
+    tag = "admin",
+    operation_id = "remove",
+    summary = "Delete a function with all its versions",
+    params(("name" = String, Path, description = "Function name")),
+    responses(
+        (status = 204, description = "Deleted; its versions and any bytes nothing else uses are gone"),
+        (status = 400, description = "Invalid function name", body = ErrorBody),
+        (status = 404, description = "No function of that name is deployed", body = ErrorBody),
+        AdminFailures,
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn remove(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -93,6 +183,123 @@ pub async fn remove(
             "no function named `{name}` is deployed"
         )))
     }
+}
+
+/// `GET /v1/functions/{name}/versions`: what a rollback can go back to.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VersionList {
+    pub name: String,
+    /// The version serving now.
+    pub current: u64,
+    /// Every kept version, newest first.
+    pub versions: Vec<ListedVersion>,
+}
+
+/// One kept version: the entry it was deployed as, and whether it is the one serving now.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ListedVersion {
+    #[serde(flatten)]
+    pub entry: FunctionEntry,
+    pub current: bool,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RollbackQuery {
+    /// The kept version to make current; default: the newest version older than the current
+    /// one.
+    #[param(value_type = Option<u64>, minimum = 1)]
+    to: Option<String>,
+}
+
+/// `GET /v1/functions/{name}/versions`: the kept versions, newest first, the current one marked.
+#[utoipa::path(
+    get,
+    path = "/v1/functions/{name}/versions",
+    tag = "admin",
+    operation_id = "versions",
+    summary = "List a function's kept versions, newest first",
+    params(("name" = String, Path, description = "Function name")),
+    responses(
+        (status = 200, description = "The kept versions, newest first, the current one marked", body = VersionList),
+        (status = 400, description = "Invalid function name", body = ErrorBody),
+        (status = 404, description = "No function of that name is deployed", body = ErrorBody),
+        AdminFailures,
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn versions(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    request: Request<Body>,
+) -> Result<Json<VersionList>, HostError> {
+    authorize(&state, request.headers(), request.extensions().get())?;
+    check_name("function name", &name)?;
+    let (current, history) = state.registry.versions(&name).await?;
+    let versions = history
+        .into_iter()
+        .map(|entry| ListedVersion {
+            current: entry.version == current.version,
+            entry,
+        })
+        .collect();
+    Ok(Json(VersionList {
+        name,
+        current: current.version,
+        versions,
+    }))
+}
+
+/// `POST /v1/functions/{name}/rollback?to={version}`: point the name at a kept version, as
+/// atomically as a deploy.
+#[utoipa::path(
+    post,
+    path = "/v1/functions/{name}/rollback",
+    tag = "admin",
+    operation_id = "rollback",
+    summary = "Point a function back at one of its kept versions",
+    description = "Atomic like a deploy: every host serves the version within a second, and \
+        requests already running finish on the version they started with. Rolling back to the \
+        current version changes nothing.",
+    params(("name" = String, Path, description = "Function name"), RollbackQuery),
+    responses(
+        (status = 200, description = "The entry now current", body = FunctionEntry),
+        (status = 400, description = "Invalid function name or `to`", body = ErrorBody),
+        (status = 404, description = "No function of that name, or no kept version `to`", body = ErrorBody),
+        (status = 409, description = "No `to` given and the current version is the oldest kept", body = ErrorBody),
+        AdminFailures,
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn rollback(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    query: Result<Query<RollbackQuery>, QueryRejection>,
+    request: Request<Body>,
+) -> Result<Json<FunctionEntry>, HostError> {
+    let by = authorize(&state, request.headers(), request.extensions().get())?;
+    let Query(query) = query.map_err(bad_query)?;
+    check_name("function name", &name)?;
+    let to = match query.to.as_deref() {
+        None => None,
+        Some(to) => match to.parse::<u64>() {
+            Ok(version) if version > 0 => Some(version),
+            _ => {
+                return Err(HostError::BadRequest(format!(
+                    "invalid version `{to}`: give a version number from GET \
+                     /v1/functions/{name}/versions, or leave `to` out for the previous one"
+                )));
+            }
+        },
+    };
+    let entry = state.registry.rollback(&name, to).await?;
+    tracing::info!(function = %name, version = entry.version, digest = %entry.digest, by, "rolled back");
+    Ok(Json(entry))
+}
+
+/// A query string that does not parse, as the JSON 400 every other error is.
+fn bad_query(rejection: QueryRejection) -> HostError {
+    HostError::BadRequest(format!("invalid query string: {}", rejection.body_text()))
 }
 
 /// Streams an upload of at most `limit` bytes into one buffer, hashing it on the way: the bytes
@@ -148,13 +355,14 @@ fn check_name(what: &str, name: &str) -> Result<(), HostError> {
     }
 }
 
-/// Checks the bearer token. A client address that failed too often recently is refused (429)
-/// before its token is even looked at; every failure counts against its address.
+/// Checks the bearer token and returns the label it is recorded under. A client address that
+/// failed too often recently is refused (429) before its token is even looked at; every failure
+/// counts against its address.
 fn authorize(
     state: &AppState,
     headers: &HeaderMap,
     client: Option<&ConnectInfo<SocketAddr>>,
-) -> Result<(), HostError> {
+) -> Result<&'static str, HostError> {
     let Some(expected) = state.settings.admin_token.as_deref() else {
         return Err(HostError::AdminDisabled);
     };
@@ -168,7 +376,7 @@ fn authorize(
     {
         state.auth_failures.record(address);
     }
-    outcome
+    outcome.map(|()| ADMIN_TOKEN_LABEL)
 }
 
 fn check_token(headers: &HeaderMap, expected: &str) -> Result<(), HostError> {

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::backend::BackendError;
 use crate::engine::{CallError, ValidationError};
-use crate::registry::{DeployError, ResolveError};
+use crate::registry::{DeployError, ResolveError, VersionError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -30,6 +30,9 @@ pub enum HostError {
     NotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// The request conflicts with the resource's state (a rollback with nothing to go back to).
+    #[error("{0}")]
+    Conflict(String),
     /// Too many failed admin logins from one address.
     #[error("{message}")]
     TooManyRequests { message: String, retry_after: u64 },
@@ -62,6 +65,7 @@ impl HostError {
             HostError::AdminDisabled => StatusCode::FORBIDDEN,
             HostError::NotFound(_) => StatusCode::NOT_FOUND,
             HostError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            HostError::Conflict(_) => StatusCode::CONFLICT,
             HostError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             HostError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HostError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -127,6 +131,20 @@ impl From<DeployError> for HostError {
     }
 }
 
+impl From<VersionError> for HostError {
+    fn from(e: VersionError) -> Self {
+        match e {
+            VersionError::NotFound(_) | VersionError::UnknownVersion { .. } => {
+                HostError::NotFound(e.to_string())
+            }
+            VersionError::NoPrevious { .. } => HostError::Conflict(e.to_string()),
+            VersionError::Contended(_) => HostError::Unavailable(e.to_string()),
+            VersionError::Unreadable { .. } => HostError::Internal(e.to_string()),
+            VersionError::Backend(b) => b.into(),
+        }
+    }
+}
+
 impl From<ResolveError> for HostError {
     fn from(e: ResolveError) -> Self {
         match e {
@@ -144,7 +162,9 @@ impl From<CallError> for HostError {
     fn from(e: CallError) -> Self {
         match e {
             CallError::Timeout(_) => HostError::Timeout(e.to_string()),
-            CallError::MemoryLimit(_) | CallError::Trap(_) => HostError::GuestFailed(e.to_string()),
+            CallError::MemoryLimit(_) | CallError::Trap(_) | CallError::CpuBudget(_) => {
+                HostError::GuestFailed(e.to_string())
+            }
             CallError::BadResponse(message) => HostError::BadGuestResponse(message),
         }
     }

@@ -108,12 +108,29 @@ async fn call(
     ready: Ready,
 ) -> Result<Response, HostError> {
     let guest_request = to_guest_request(path, request, state.settings.max_body_bytes).await?;
-    let _slot = tokio::time::timeout(SLOT_WAIT, state.instance_slots.acquire())
-        .await
-        .map_err(|_| {
-            HostError::Unavailable("the host is at its instance limit; retry shortly".into())
-        })?
-        .map_err(|_| HostError::Unavailable("the host is shutting down".into()))?;
+    // Two waits, both bounded: a place among this function's concurrent calls (so one hot
+    // function cannot take every slot), then an instance slot of the host's pool.
+    let function_slot = match state.guests.function_permits(name) {
+        Some(cap) => Some(
+            tokio::time::timeout(SLOT_WAIT, cap.acquire_owned())
+                .await
+                .map_err(|_| {
+                    HostError::Unavailable(format!(
+                        "function `{name}` is at its concurrency limit of {} calls; retry shortly",
+                        state.settings.max_concurrency_per_function
+                    ))
+                })?
+                .map_err(|_| HostError::Unavailable("the host is shutting down".into()))?,
+        ),
+        None => None,
+    };
+    let instance_slot =
+        tokio::time::timeout(SLOT_WAIT, state.instance_slots.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                HostError::Unavailable("the host is at its instance limit; retry shortly".into())
+            })?
+            .map_err(|_| HostError::Unavailable("the host is shutting down".into()))?;
     let log = GuestLog::new(name, request_id);
     let kv = KvSession::new(
         state.backend.clone(),
@@ -121,18 +138,31 @@ async fn call(
         state.metrics.clone(),
     );
     let limits = state.settings.limits_for(&ready.entry);
-    let outcome = state
-        .runtime
-        .call(
-            name,
-            &ready.compiled,
-            kv,
-            &log,
-            &limits,
-            &state.metrics,
-            guest_request,
-        )
-        .await;
+    let runtime = state.runtime.clone();
+    let metrics = state.metrics.clone();
+    let function = name.to_owned();
+    // The guest runs on the guest runtime, never on the threads that serve HTTP, health and
+    // admin requests; the slots travel with it, so they are held exactly as long as it runs,
+    // even if the client goes away.
+    let (outcome, log) = state
+        .guests
+        .run(async move {
+            let outcome = runtime
+                .call(
+                    &function,
+                    &ready.compiled,
+                    kv,
+                    &log,
+                    &limits,
+                    &metrics,
+                    guest_request,
+                )
+                .await;
+            drop((instance_slot, function_slot));
+            (outcome, log)
+        })
+        .await
+        .map_err(|e| HostError::Internal(format!("the guest task failed: {e}")))?;
     log.emit();
     let guest_response = outcome.map_err(|e| match (&e, log.last_stderr_line()) {
         // A Rust guest prints its panic message to stderr just before it traps: the most useful

@@ -3,8 +3,9 @@
 //!
 //! # Layout
 //! - [`server`]: the router, shared state, limits, `run` with graceful shutdown, `/healthz`, `/readyz`.
-//! - [`admin`]: `PUT/GET/DELETE /v1/functions/{name}`, `GET /v1/functions`, bearer-token auth;
-//!   [`auth_failures`]: failed logins limited per client address.
+//! - [`admin`]: `PUT/GET/DELETE /v1/functions/{name}`, `GET /v1/functions`, versions and
+//!   rollback, bearer-token auth; [`auth_failures`]: failed logins limited per client address.
+//! - [`openapi`]: `GET /v1/openapi.json`, generated from the handlers' annotations.
 //! - [`invoke`]: `/fn/{name}/...`: HTTP ⇄ the WIT request/response, validation of guest answers.
 //! - [`engine`]: wasmtime engine and linker (what a guest may import and what each import grants),
 //!   deploy-time validation, one fresh `Store` + instance per call with memory and time bounds.
@@ -18,6 +19,9 @@
 //! - [`metrics`]: Prometheus metrics (`GET /metrics`): instances, requests, kv, deploys, process.
 //! - [`stress`]: `goldfish stress`: load generator that checks one-instance-per-request through
 //!   `/metrics` and the recycle probe; text, JSON and SVG reports.
+//! - [`guests`]: the guest runtime (apart from the HTTP front) and per-function concurrency caps.
+//! - [`cli`]: `goldfish deploy`, `ls`, `show`, `invoke`, `rm`, `versions`, `rollback`: client
+//!   commands over the admin and invoke APIs, tables for people, `--json` for scripts.
 //! - [`guest_log`]: bounded capture of guest stdout/stderr into the host log.
 //! - [`error`]: [`error::HostError`], the only place that picks HTTP status codes.
 // One `unsafe` block in the whole host, with its proof: loading machine code this host cached
@@ -28,13 +32,16 @@ pub mod admin;
 pub mod auth_failures;
 pub mod backend;
 pub mod bindings;
+pub mod cli;
 pub mod compile_cache;
 pub mod engine;
 pub mod error;
 pub mod guest_log;
+pub mod guests;
 pub mod invoke;
 pub mod kv;
 pub mod metrics;
+pub mod openapi;
 pub mod registry;
 pub mod server;
 pub mod stress;

@@ -1,4 +1,6 @@
-//! The `goldfish` command: `serve` runs a host, `stress` proves instance recycling under load.
+//! The `goldfish` command: `serve` runs a host, `stress` proves instance recycling under load,
+//! and the client commands (`deploy`, `ls`, `show`, `invoke`, `rm`, `versions`, `rollback`)
+//! drive a running host's API.
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
@@ -33,6 +35,8 @@ enum Command {
     Serve(ServeArgs),
     /// Drive load at one or more hosts and check that every request got a fresh instance.
     Stress(goldfish::stress::StressArgs),
+    #[command(flatten)]
+    Client(goldfish::cli::ClientCommand),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -82,6 +86,17 @@ struct ServeArgs {
     #[arg(long, env = "GOLDFISH_MAX_INSTANCES", default_value_t = goldfish::engine::DEFAULT_MAX_INSTANCES,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_instances: u32,
+    /// CPU one invocation may use, in milliseconds (500 beyond); counted while the guest runs
+    /// wasm, not while it waits. 0 turns the budget off (the deadline still applies).
+    #[arg(long, env = "GOLDFISH_CPU_MS", default_value_t = server::DEFAULT_CPU_BUDGET.as_millis() as u64)]
+    cpu_ms: u64,
+    /// Concurrent calls one function may have on this host (more wait up to 2 s, then 503).
+    /// Default: half of --max-instances.
+    #[arg(long, env = "GOLDFISH_MAX_CONCURRENCY_PER_FUNCTION")]
+    max_concurrency_per_function: Option<usize>,
+    /// Worker threads that run guests, apart from the threads serving HTTP. Default: one per core.
+    #[arg(long, env = "GOLDFISH_GUEST_THREADS")]
+    guest_threads: Option<usize>,
     /// Linear memory limit of one instance, in MiB.
     #[arg(long, env = "GOLDFISH_MEMORY_MIB", default_value_t = server::DEFAULT_MAX_MEMORY_BYTES >> 20)]
     memory_mib: usize,
@@ -98,6 +113,11 @@ struct ServeArgs {
     #[arg(long, env = "GOLDFISH_MAX_COMPILES", default_value_t = goldfish::registry::DEFAULT_MAX_CONCURRENT_COMPILES,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     max_compiles: usize,
+    /// Versions kept per function, with their component bytes, for rollback; older ones and
+    /// bytes no kept version uses are deleted on the next deploy.
+    #[arg(long, env = "GOLDFISH_KEEP_VERSIONS", default_value_t = goldfish::registry::DEFAULT_KEEP_VERSIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
+    keep_versions: usize,
     /// Longest one compile may take, in seconds (a deploy answers 422 beyond).
     #[arg(long, env = "GOLDFISH_COMPILE_TIMEOUT_SECS", default_value_t = goldfish::registry::DEFAULT_COMPILE_TIMEOUT.as_secs())]
     compile_timeout_secs: u64,
@@ -138,6 +158,12 @@ fn main() -> ExitCode {
         Command::Stress(args) => match runtime.block_on(goldfish::stress::command(args)) {
             Ok(true) => Ok(()),
             // The report has already said which check failed.
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+        Command::Client(command) => match runtime.block_on(goldfish::cli::run(command)) {
+            Ok(true) => Ok(()),
+            // The command has already said what failed.
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
         },
@@ -196,9 +222,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         max_component_bytes: args.max_component_bytes,
         max_instances: args.max_instances,
+        max_concurrency_per_function: args
+            .max_concurrency_per_function
+            .unwrap_or(args.max_instances as usize / 2)
+            .max(1),
+        guest_threads: args
+            .guest_threads
+            .unwrap_or_else(server::default_guest_threads),
         limits: RequestLimits {
             max_memory_bytes: args.memory_mib << 20,
             timeout: Duration::from_millis(args.timeout_ms),
+            cpu_budget: (args.cpu_ms > 0).then(|| Duration::from_millis(args.cpu_ms)),
         },
         compile: CompileSettings {
             max_concurrent: args.max_compiles,
@@ -211,6 +245,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => tracing::info!("the compile cache is off"),
     }
     let state = AppState::new(backend.clone(), settings)?;
+    state.registry.set_keep_versions(args.keep_versions);
     let listener = TcpListener::bind(&args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,7 +20,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OnceCell, Semaphore};
 
-use crate::backend::{Backend, BackendError};
+use crate::backend::{Backend, BackendError, Claim, FunctionRecord};
 use crate::compile_cache::CompileCache;
 use crate::engine::{Compiled, Runtime, ValidationError};
 use crate::worlds::World;
@@ -53,15 +54,38 @@ impl Default for CompileSettings {
     }
 }
 
+/// Default for how many versions of each function are kept, with their bytes
+/// (`--keep-versions`).
+pub const DEFAULT_KEEP_VERSIONS: usize = 10;
+/// How long a deploy's claim protects its bytes from collection between storing them and
+/// pointing the name at them: far longer than writing 64 MiB to Redis takes, and a claim whose
+/// deploy died only delays collecting its bytes by this much.
+const CLAIM_LEASE: Duration = Duration::from_secs(600);
+/// How long a deploy waits for a collector to finish deleting the same digest's bytes (one
+/// UNLINK); past it the deletion mark has expired and the deploy goes ahead.
+const DELETE_LEASE: Duration = Duration::from_secs(30);
+/// How often a deploy waiting on a deletion asks again.
+const CLAIM_POLL: Duration = Duration::from_millis(50);
+/// Attempts at an atomic read-modify-write of one function's record before giving up: each
+/// failed attempt means another deploy or rollback of the same name won in between.
+const MAX_SWAP_ATTEMPTS: usize = 16;
+
 /// How often a host checks the registry version. A deploy, redeploy or delete through any host
 /// is served by every host within this interval (the contract is one second).
 pub const REFRESH_INTERVAL: Duration = Duration::from_millis(200);
 
-/// A deployed function, as stored in the backend and returned by the admin API.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// A deployed function, as stored in the backend and returned by the admin API; also one kept
+/// version of it (a version list holds whole entries, so a rollback restores every setting the
+/// version was deployed with).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FunctionEntry {
     pub name: String,
     pub app: String,
+    /// This deploy's number among the name's deploys: 1, 2, 3… (0 in entries written before
+    /// versions existed). A rollback makes an older number current again.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub version: u64,
     /// Lowercase hex SHA-256 of the component bytes.
     pub digest: String,
     /// Component size in bytes.
@@ -70,10 +94,24 @@ pub struct FunctionEntry {
     pub deployed_at: u64,
     /// The component's world (absent in entries written before worlds existed: `goldfish`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "goldfish")]
     pub world: Option<World>,
     /// Linear memory limit set at deploy (`?memory_mib=`); `None` means the host's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u32>,
+    /// CPU budget per call set at deploy (`?cpu_ms=`), in milliseconds; `None` means the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<u32>,
+    /// Who deployed it: the label of the admin token used (absent before versions existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// Limits a function sets for itself at deploy, each capped by the host's.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FunctionLimits {
+    pub memory_mib: Option<u32>,
+    pub cpu_ms: Option<u32>,
 }
 
 /// Why a deploy failed.
@@ -88,6 +126,30 @@ pub enum DeployError {
     Busy(String),
     #[error("compilation did not finish: {0}")]
     Internal(String),
+}
+
+/// Why a version list or a rollback failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VersionError {
+    #[error("no function named `{0}` is deployed")]
+    NotFound(String),
+    #[error("function `{name}` has no version {version}; kept versions: {kept}")]
+    UnknownVersion {
+        name: String,
+        version: u64,
+        kept: String,
+    },
+    #[error(
+        "function `{name}` is at its oldest kept version ({current}): there is nothing older to roll back to"
+    )]
+    NoPrevious { name: String, current: u64 },
+    /// Others kept changing the function during every attempt.
+    #[error("function `{0}` kept changing during the rollback; retry")]
+    Contended(String),
+    #[error("the registry entry of `{name}` is unreadable: {reason}")]
+    Unreadable { name: String, reason: String },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
 }
 
 /// Why a function could not be made ready to run.
@@ -144,6 +206,9 @@ pub struct Registry {
     compile_timeout: Duration,
     /// Compiled machine code on local disk, when enabled.
     cache: Option<Arc<CompileCache>>,
+    /// Versions kept per function. Atomic only so it can be set after construction (the
+    /// settings that build the registry do not carry it); read once per deploy.
+    keep_versions: AtomicUsize,
 }
 
 impl Registry {
@@ -177,21 +242,31 @@ impl Registry {
             compile_slots: Arc::new(Semaphore::new(compile.max_concurrent.max(1))),
             compile_timeout: compile.timeout,
             cache,
+            keep_versions: AtomicUsize::new(DEFAULT_KEEP_VERSIONS),
         }))
     }
 
+    /// How many versions of each function deploys through this host keep (at least 1: the
+    /// current one). Start-up configuration (`--keep-versions`).
+    pub fn set_keep_versions(&self, keep: usize) {
+        self.keep_versions.store(keep.max(1), Ordering::Relaxed);
+    }
+
     /// Validates, compiles and stores a component whose SHA-256 is `digest` (computed while
-    /// the upload streamed in), then points `name` at it.
+    /// the upload streamed in), then makes it `name`'s newest version and points `name` at it;
+    /// keeps the newest [`DEFAULT_KEEP_VERSIONS`] (or `--keep-versions`) and deletes bytes no
+    /// version needs any more. `by` labels who deployed it.
     pub async fn deploy(
         &self,
         name: &str,
         app: &str,
         bytes: Bytes,
         digest: String,
-        memory_mib: Option<u32>,
+        limits: FunctionLimits,
+        by: &str,
     ) -> Result<FunctionEntry, DeployError> {
         let compiled = self.compile(&digest, bytes.clone()).await?;
-        let entry = FunctionEntry {
+        let mut entry = FunctionEntry {
             name: name.to_owned(),
             app: app.to_owned(),
             digest: digest.clone(),
@@ -201,16 +276,188 @@ impl Registry {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             world: Some(compiled.world()),
-            memory_mib,
+            memory_mib: limits.memory_mib,
+            cpu_ms: limits.cpu_ms,
+            // Numbered when committed, against the history as it is then.
+            version: 0,
+            by: Some(by.to_owned()),
         };
         // Bytes first, then the name: a host that sees the name can always fetch the bytes.
-        self.backend.put_component(&digest, &bytes).await?;
-        let json =
-            serde_json::to_string(&entry).map_err(|e| DeployError::Internal(e.to_string()))?;
-        self.backend.put_function(name, &json).await?;
+        // The claim keeps a collector from deleting them in between.
+        let claim_id = format!("{:016x}", rand::random::<u64>());
+        self.claim(&claim_id, &digest).await?;
+        let stored = async {
+            self.backend.put_component(&digest, &bytes).await?;
+            self.commit_new_version(&mut entry, &claim_id).await
+        }
+        .await;
+        if let Err(e) = stored {
+            // Best effort: an unreleased claim only delays collecting these bytes.
+            self.backend.release_claim(&claim_id).await.ok();
+            return Err(e);
+        }
         self.cell(&digest).set(Ok(compiled)).ok();
+        self.collect_garbage().await;
         self.refresh().await.ok();
         Ok(entry)
+    }
+
+    /// Claims `digest` for a deploy, first waiting (boundedly) for a collector that is deleting
+    /// the same bytes right now to finish.
+    async fn claim(&self, claim_id: &str, digest: &str) -> Result<(), DeployError> {
+        let deadline = Instant::now() + DELETE_LEASE + CLAIM_POLL;
+        loop {
+            let lease = CLAIM_LEASE.as_millis() as u64;
+            match self
+                .backend
+                .claim_component(claim_id, digest, now_ms(), lease)
+                .await?
+            {
+                Claim::Held => return Ok(()),
+                Claim::Wait(_) if Instant::now() >= deadline => {
+                    return Err(DeployError::Busy(
+                        "the same component's bytes are being deleted by another host; retry \
+                         the deploy shortly"
+                            .into(),
+                    ));
+                }
+                Claim::Wait(ms) => {
+                    tokio::time::sleep(CLAIM_POLL.min(Duration::from_millis(ms.max(1)))).await
+                }
+            }
+        }
+    }
+
+    /// Makes `entry` its name's newest version (numbering it) and the current entry, in one
+    /// atomic step against the record as read; retried when another change wins in between.
+    async fn commit_new_version(
+        &self,
+        entry: &mut FunctionEntry,
+        claim_id: &str,
+    ) -> Result<(), DeployError> {
+        let keep = self.keep_versions.load(Ordering::Relaxed).max(1);
+        fn to_json<T: Serialize>(value: &T) -> Result<String, DeployError> {
+            serde_json::to_string(value).map_err(|e| DeployError::Internal(e.to_string()))
+        }
+        for _ in 0..MAX_SWAP_ATTEMPTS {
+            let record = self.backend.get_record(&entry.name).await?;
+            let (current, mut history) = match read_versions(&entry.name, &record) {
+                Ok(versions) => versions,
+                Err(e) => {
+                    // A deploy is how an operator repairs a broken record: start it afresh.
+                    tracing::warn!(function = %entry.name, "{e}; starting its version history afresh");
+                    (None, Vec::new())
+                }
+            };
+            let newest = history.first().map_or(0, |v| v.version);
+            let current = current.map_or(0, |c| c.version);
+            entry.version = newest.max(current) + 1;
+            history.insert(0, entry.clone());
+            history.truncate(keep);
+            let new = FunctionRecord {
+                entry: Some(to_json(&*entry)?),
+                history: Some(to_json(&history)?),
+            };
+            let digests: Vec<&str> = history.iter().map(|v| v.digest.as_str()).collect();
+            if self
+                .backend
+                .swap_function(&entry.name, &record, &new, Some(claim_id), &digests)
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        Err(DeployError::Busy(format!(
+            "`{}` kept changing while this deploy tried to commit; retry the deploy",
+            entry.name
+        )))
+    }
+
+    /// `name`'s current entry and kept versions (newest first).
+    pub async fn versions(
+        &self,
+        name: &str,
+    ) -> Result<(FunctionEntry, Vec<FunctionEntry>), VersionError> {
+        let record = self.backend.get_record(name).await?;
+        match read_versions(name, &record)? {
+            (Some(current), history) => Ok((current, history)),
+            (None, _) => Err(VersionError::NotFound(name.to_owned())),
+        }
+    }
+
+    /// Points `name` back at kept version `to` (default: the newest version older than the
+    /// current one) in one atomic step, like a deploy: every host serves it within
+    /// [`REFRESH_INTERVAL`], and requests already running finish on the version they started
+    /// with. Rolling back to the current version changes nothing. Returns the entry now current.
+    pub async fn rollback(
+        &self,
+        name: &str,
+        to: Option<u64>,
+    ) -> Result<FunctionEntry, VersionError> {
+        for _ in 0..MAX_SWAP_ATTEMPTS {
+            let record = self.backend.get_record(name).await?;
+            let (current, history) = match read_versions(name, &record)? {
+                (Some(current), history) => (current, history),
+                (None, _) => return Err(VersionError::NotFound(name.to_owned())),
+            };
+            let target = match to {
+                Some(version) => {
+                    history
+                        .iter()
+                        .find(|v| v.version == version)
+                        .ok_or_else(|| VersionError::UnknownVersion {
+                            name: name.to_owned(),
+                            version,
+                            kept: kept_list(&history),
+                        })?
+                }
+                None => history
+                    .iter()
+                    .filter(|v| v.version < current.version)
+                    .max_by_key(|v| v.version)
+                    .ok_or_else(|| VersionError::NoPrevious {
+                        name: name.to_owned(),
+                        current: current.version,
+                    })?,
+            };
+            if target.version == current.version {
+                return Ok(current);
+            }
+            let json = serde_json::to_string(target).map_err(|e| VersionError::Unreadable {
+                name: name.to_owned(),
+                reason: e.to_string(),
+            })?;
+            let new = FunctionRecord {
+                entry: Some(json),
+                history: record.history.clone(),
+            };
+            if self
+                .backend
+                .swap_function(name, &record, &new, None, &[])
+                .await?
+            {
+                self.refresh().await.ok();
+                return Ok(target.clone());
+            }
+        }
+        Err(VersionError::Contended(name.to_owned()))
+    }
+
+    /// Deletes component bytes that no kept version references any more. A failure only costs
+    /// storage until the next deploy or delete collects again, so it is logged, not returned.
+    async fn collect_garbage(&self) {
+        let lease = DELETE_LEASE.as_millis() as u64;
+        match self.backend.collect_components(now_ms(), lease).await {
+            Ok(deleted) => {
+                for digest in deleted {
+                    tracing::info!(%digest, "deleted component bytes no kept version uses");
+                }
+            }
+            Err(e) => tracing::warn!(
+                "could not collect unused component bytes (they stay stored until the next \
+                 deploy or delete): {e}"
+            ),
+        }
     }
 
     /// Compiles `bytes` (whose digest is `digest`) on a blocking thread: from this host's disk
@@ -248,9 +495,13 @@ impl Registry {
         Ok(Arc::new(compiled))
     }
 
-    /// Removes `name`. Returns whether it was deployed.
+    /// Removes `name` with all its versions, and deletes bytes nothing else uses. Returns
+    /// whether it was deployed.
     pub async fn delete(&self, name: &str) -> Result<bool, BackendError> {
         let existed = self.backend.delete_function(name).await?;
+        if existed {
+            self.collect_garbage().await;
+        }
         self.refresh().await.ok();
         Ok(existed)
     }
@@ -445,6 +696,48 @@ impl Registry {
     }
 }
 
+/// Milliseconds since the Unix epoch, for leases shared between hosts (their clocks agree far
+/// more closely than the leases are long).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A function's current entry and its kept versions, newest first, from its stored record. An
+/// entry written before versions existed counts as version 1, its only version.
+fn read_versions(
+    name: &str,
+    record: &FunctionRecord,
+) -> Result<(Option<FunctionEntry>, Vec<FunctionEntry>), VersionError> {
+    let unreadable = |e: serde_json::Error| VersionError::Unreadable {
+        name: name.to_owned(),
+        reason: e.to_string(),
+    };
+    let current: Option<FunctionEntry> = match &record.entry {
+        Some(json) => {
+            let mut entry: FunctionEntry = serde_json::from_str(json).map_err(unreadable)?;
+            entry.version = entry.version.max(1);
+            Some(entry)
+        }
+        None => None,
+    };
+    let mut history: Vec<FunctionEntry> = match (&record.history, &current) {
+        (Some(json), _) => serde_json::from_str(json).map_err(unreadable)?,
+        (None, Some(current)) => vec![current.clone()],
+        (None, None) => Vec::new(),
+    };
+    history.sort_by_key(|v| std::cmp::Reverse(v.version));
+    Ok((current, history))
+}
+
+/// "3, 2, 1": the kept version numbers, for messages.
+fn kept_list(history: &[FunctionEntry]) -> String {
+    let numbers: Vec<String> = history.iter().map(|v| v.version.to_string()).collect();
+    numbers.join(", ")
+}
+
 /// Whether `s` is a valid function or app name: `[a-z0-9][a-z0-9-]{0,62}`.
 pub fn is_valid_name(s: &str) -> bool {
     let bytes = s.as_bytes();
@@ -481,6 +774,42 @@ fn compile_cached(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(entry: Option<&str>, history: Option<&str>) -> FunctionRecord {
+        FunctionRecord {
+            entry: entry.map(str::to_owned),
+            history: history.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn an_entry_from_before_versions_is_version_one_and_its_own_history() {
+        let legacy = r#"{"name":"f","app":"f","digest":"d","size":1,"deployed_at":2}"#;
+        let (current, history) = read_versions("f", &record(Some(legacy), None)).ok().unzip();
+        assert_eq!(current.flatten().map(|c| c.version), Some(1));
+        let history = history.unwrap_or_default();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].digest, "d");
+    }
+
+    #[test]
+    fn history_reads_newest_first_and_garbage_is_unreadable() {
+        let entry = |v: u64| {
+            format!(
+                r#"{{"name":"f","app":"f","digest":"d{v}","size":1,"deployed_at":2,"version":{v}}}"#
+            )
+        };
+        let history = format!("[{},{},{}]", entry(1), entry(3), entry(2));
+        let versions = read_versions("f", &record(Some(&entry(2)), Some(&history)));
+        let numbers: Vec<u64> = versions
+            .map(|(_, h)| h.iter().map(|v| v.version).collect())
+            .unwrap_or_default();
+        assert_eq!(numbers, [3, 2, 1]);
+        assert!(matches!(
+            read_versions("f", &record(Some("{"), None)),
+            Err(VersionError::Unreadable { .. })
+        ));
+    }
 
     #[test]
     fn names_follow_the_documented_pattern() {

@@ -10,7 +10,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::Request;
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::net::TcpListener;
@@ -21,9 +21,10 @@ use crate::auth_failures::AuthFailures;
 use crate::backend::Backend;
 use crate::engine::{DEFAULT_MAX_INSTANCES, RequestLimits, Runtime};
 use crate::error::HostError;
+use crate::guests::Guests;
 use crate::metrics::Metrics;
 use crate::registry::{CompileSettings, FunctionEntry, Registry};
-use crate::{admin, invoke};
+use crate::{admin, invoke, openapi};
 
 /// Default largest request body a function receives (413 beyond).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
@@ -31,6 +32,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
 /// Default wall-clock limit of one invocation (504 beyond).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default CPU budget of one invocation (500 beyond): well under the deadline, so a busy loop is
+/// stopped for what it is rather than by the clock.
+pub const DEFAULT_CPU_BUDGET: Duration = Duration::from_secs(5);
 /// Default linear memory limit of one instance.
 pub const DEFAULT_MAX_MEMORY_BYTES: usize = 64 << 20;
 /// How long shutdown waits for in-flight requests before giving up on them.
@@ -44,6 +48,10 @@ pub struct Settings {
     pub max_component_bytes: usize,
     /// Instances this host may hold at once (pooled slots).
     pub max_instances: u32,
+    /// Concurrent calls of one function on this host; more wait (then 503).
+    pub max_concurrency_per_function: usize,
+    /// Worker threads of the guest runtime.
+    pub guest_threads: usize,
     /// Host-wide per-request bounds; `max_memory_bytes` is also the most a function may ask
     /// for at deploy (`?memory_mib=`).
     pub limits: RequestLimits,
@@ -61,6 +69,11 @@ impl std::fmt::Debug for Settings {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_component_bytes", &self.max_component_bytes)
             .field("max_instances", &self.max_instances)
+            .field(
+                "max_concurrency_per_function",
+                &self.max_concurrency_per_function,
+            )
+            .field("guest_threads", &self.guest_threads)
             .field("limits", &self.limits)
             .field("compile", &self.compile)
             .finish()
@@ -75,6 +88,10 @@ impl Settings {
         if let Some(mib) = entry.memory_mib {
             limits.max_memory_bytes = limits.max_memory_bytes.min((mib as usize) << 20);
         }
+        if let Some(ms) = entry.cpu_ms {
+            let own = Duration::from_millis(ms.into());
+            limits.cpu_budget = Some(limits.cpu_budget.map_or(own, |host| host.min(own)));
+        }
         limits
     }
 }
@@ -86,9 +103,12 @@ impl Default for Settings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
             max_instances: DEFAULT_MAX_INSTANCES,
+            max_concurrency_per_function: DEFAULT_MAX_INSTANCES as usize / 2,
+            guest_threads: default_guest_threads(),
             limits: RequestLimits {
                 max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
                 timeout: DEFAULT_TIMEOUT,
+                cpu_budget: Some(DEFAULT_CPU_BUDGET),
             },
             compile: CompileSettings::default(),
         }
@@ -108,6 +128,8 @@ pub struct AppState {
     pub instance_slots: Arc<Semaphore>,
     /// Failed admin logins per client address.
     pub auth_failures: Arc<AuthFailures>,
+    /// The runtime guests run on, and each function's concurrency cap.
+    pub guests: Arc<Guests>,
 }
 
 impl AppState {
@@ -121,10 +143,20 @@ impl AppState {
             registry,
             instance_slots: Arc::new(Semaphore::new(settings.max_instances as usize)),
             auth_failures: Arc::default(),
+            guests: Arc::new(Guests::new(
+                settings.guest_threads,
+                settings.max_concurrency_per_function,
+                settings.max_instances as usize,
+            )?),
             settings: Arc::new(settings),
             metrics: Metrics::new()?,
         })
     }
+}
+
+/// One guest worker per core: guests are CPU work, more threads than cores only adds switching.
+pub fn default_guest_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// The router with everything on one address: admin API, invocation, health, metrics.
@@ -155,6 +187,9 @@ fn admin_routes() -> Router<AppState> {
             "/v1/functions/{name}",
             get(admin::show).put(admin::deploy).delete(admin::remove),
         )
+        .route("/v1/functions/{name}/versions", get(admin::versions))
+        .route("/v1/functions/{name}/rollback", post(admin::rollback))
+        .route("/v1/openapi.json", get(openapi::document))
 }
 
 fn public_routes() -> Router<AppState> {

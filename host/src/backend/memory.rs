@@ -4,12 +4,12 @@
 //! says so at start. It honours the same contract as Redis (expiry, atomic compare-and-swap,
 //! prefix listing), so a function behaves the same on both.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{BackendError, KeyPage};
+use super::{BackendError, Claim, FunctionRecord, KeyPage};
 
 #[derive(Clone, Default)]
 pub struct MemoryBackend {
@@ -23,8 +23,13 @@ struct State {
     /// Full key → value. A `BTreeMap` so that prefix listing is a range scan.
     kv: BTreeMap<String, Stored>,
     functions: BTreeMap<String, String>,
+    /// Function name → JSON version history, as [`super::keys::HISTORY`] holds it in Redis.
+    history: BTreeMap<String, String>,
     functions_version: u64,
     components: HashMap<String, Arc<Vec<u8>>>,
+    /// Claim id → (expiry ms, digest), as [`super::keys::CLAIMS`]. Collection here happens
+    /// under the lock in one step, so there is no deletion in progress for a deploy to wait on.
+    claims: HashMap<String, (u64, String)>,
 }
 
 struct Stored {
@@ -44,6 +49,17 @@ impl State {
         }
         self.kv.get_mut(key)
     }
+}
+
+/// The `digest` field of a registry JSON entry.
+fn digest_of(json: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    value["digest"].as_str().map(str::to_owned)
+}
+
+/// Collection stops at unreadable registry JSON rather than risk deleting bytes a version needs.
+fn unreadable() -> BackendError {
+    BackendError::Unavailable("unreadable registry entry; collecting nothing".into())
 }
 
 fn expiry(ttl_seconds: Option<u32>) -> Option<Instant> {
@@ -180,8 +196,7 @@ impl MemoryBackend {
     pub async fn put_component(&self, digest: &str, bytes: &[u8]) -> Result<(), BackendError> {
         self.lock()
             .components
-            .entry(digest.to_owned())
-            .or_insert_with(|| Arc::new(bytes.to_vec()));
+            .insert(digest.to_owned(), Arc::new(bytes.to_vec()));
         Ok(())
     }
 
@@ -193,20 +208,107 @@ impl MemoryBackend {
             .map(|b| b.as_ref().clone()))
     }
 
-    pub async fn put_function(&self, name: &str, entry_json: &str) -> Result<(), BackendError> {
-        let mut state = self.lock();
-        state
-            .functions
-            .insert(name.to_owned(), entry_json.to_owned());
-        state.functions_version += 1;
+    pub async fn claim_component(
+        &self,
+        claim_id: &str,
+        digest: &str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Claim, BackendError> {
+        self.lock().claims.insert(
+            claim_id.to_owned(),
+            (now_ms.saturating_add(lease_ms), digest.to_owned()),
+        );
+        Ok(Claim::Held)
+    }
+
+    pub async fn release_claim(&self, claim_id: &str) -> Result<(), BackendError> {
+        self.lock().claims.remove(claim_id);
         Ok(())
+    }
+
+    /// The same rule as Redis' collector, in one step under the lock.
+    pub async fn collect_components(
+        &self,
+        now_ms: u64,
+        _delete_lease_ms: u64,
+    ) -> Result<Vec<String>, BackendError> {
+        let mut state = self.lock();
+        state.claims.retain(|_, (expiry, _)| *expiry > now_ms);
+        let mut keep: HashSet<String> = state
+            .claims
+            .values()
+            .map(|(_, digest)| digest.clone())
+            .collect();
+        for json in state.functions.values() {
+            keep.insert(digest_of(json).ok_or_else(unreadable)?);
+        }
+        for json in state.history.values() {
+            let versions: Vec<serde_json::Value> =
+                serde_json::from_str(json).map_err(|_| unreadable())?;
+            for version in versions {
+                let digest = version["digest"].as_str().ok_or_else(unreadable)?;
+                keep.insert(digest.to_owned());
+            }
+        }
+        let doomed: Vec<String> = state
+            .components
+            .keys()
+            .filter(|digest| !keep.contains(*digest))
+            .cloned()
+            .collect();
+        for digest in &doomed {
+            state.components.remove(digest);
+        }
+        Ok(doomed)
     }
 
     pub async fn delete_function(&self, name: &str) -> Result<bool, BackendError> {
         let mut state = self.lock();
         let existed = state.functions.remove(name).is_some();
+        state.history.remove(name);
         state.functions_version += 1;
         Ok(existed)
+    }
+
+    pub async fn get_record(&self, name: &str) -> Result<FunctionRecord, BackendError> {
+        let state = self.lock();
+        Ok(FunctionRecord {
+            entry: state.functions.get(name).cloned(),
+            history: state.history.get(name).cloned(),
+        })
+    }
+
+    pub async fn swap_function(
+        &self,
+        name: &str,
+        expected: &FunctionRecord,
+        new: &FunctionRecord,
+        claim_id: Option<&str>,
+        // The digests' bytes are already in `components`, which is the stored set here.
+        _digests: &[&str],
+    ) -> Result<bool, BackendError> {
+        let mut state = self.lock();
+        let current = FunctionRecord {
+            entry: state.functions.get(name).cloned(),
+            history: state.history.get(name).cloned(),
+        };
+        if current != *expected {
+            return Ok(false);
+        }
+        match &new.entry {
+            Some(entry) => state.functions.insert(name.to_owned(), entry.clone()),
+            None => state.functions.remove(name),
+        };
+        match &new.history {
+            Some(history) => state.history.insert(name.to_owned(), history.clone()),
+            None => state.history.remove(name),
+        };
+        if let Some(claim_id) = claim_id {
+            state.claims.remove(claim_id);
+        }
+        state.functions_version += 1;
+        Ok(true)
     }
 
     pub async fn get_function(&self, name: &str) -> Result<Option<String>, BackendError> {
@@ -268,6 +370,53 @@ mod tests {
             m.increment("t", 1).await,
             Err(BackendError::NotAnInteger)
         ));
+    }
+
+    #[tokio::test]
+    async fn collection_deletes_only_bytes_no_entry_version_or_live_claim_uses() {
+        let m = MemoryBackend::new();
+        for digest in ["current", "kept", "claimed", "orphan"] {
+            m.put_component(digest, b"bytes").await.ok();
+        }
+        let record = FunctionRecord {
+            entry: Some(r#"{"digest":"current"}"#.into()),
+            history: Some(r#"[{"digest":"current"},{"digest":"kept"}]"#.into()),
+        };
+        let swapped = m
+            .swap_function("f", &FunctionRecord::default(), &record, None, &[])
+            .await;
+        assert!(swapped.is_ok_and(|s| s));
+        m.claim_component("c", "claimed", 1_000, 500).await.ok();
+        let deleted = m.collect_components(1_000, 0).await.ok();
+        assert_eq!(deleted, Some(vec!["orphan".to_owned()]));
+        // Once its claim expires, the claimed digest goes too.
+        let deleted = m.collect_components(1_500, 0).await.ok();
+        assert_eq!(deleted, Some(vec!["claimed".to_owned()]));
+        let mut left: Vec<String> = m.lock().components.keys().cloned().collect();
+        left.sort();
+        assert_eq!(left, ["current", "kept"]);
+    }
+
+    #[tokio::test]
+    async fn a_swap_against_a_stale_record_changes_nothing() {
+        let m = MemoryBackend::new();
+        let first = FunctionRecord {
+            entry: Some("1".into()),
+            history: Some("[1]".into()),
+        };
+        let empty = FunctionRecord::default();
+        assert!(
+            m.swap_function("f", &empty, &first, None, &[])
+                .await
+                .is_ok_and(|s| s)
+        );
+        assert!(
+            m.swap_function("f", &empty, &first, None, &[])
+                .await
+                .is_ok_and(|s| !s)
+        );
+        assert_eq!(m.get_record("f").await.ok(), Some(first));
+        assert_eq!(m.functions_version().await.ok(), Some(1));
     }
 
     #[tokio::test]

@@ -29,10 +29,43 @@ pub mod keys {
     pub const FUNCTIONS: &str = "gf:{registry}:functions";
     /// Counter bumped on every deploy or delete, so hosts notice changes with one cheap GET.
     pub const FUNCTIONS_VERSION: &str = "gf:{registry}:version";
+    /// Hash of function name → JSON array of its kept versions, newest first (each a
+    /// [`crate::registry::FunctionEntry`]). Same hash tag as [`FUNCTIONS`]: a deploy or rollback
+    /// changes both in one atomic step.
+    pub const HISTORY: &str = "gf:{registry}:history";
+    /// Set of every digest stored under [`component`]. Component keys are spread over the
+    /// cluster's slots, so this set is how garbage collection finds them without a cluster-wide
+    /// SCAN.
+    pub const COMPONENTS: &str = "gf:{registry}:components";
+    /// Hash of claim id → `"<expiry ms> <digest>"`: deploys that have stored (or are storing)
+    /// bytes but not yet pointed a name at them. A claimed digest is never collected.
+    pub const CLAIMS: &str = "gf:{registry}:claims";
+    /// Hash of digest → `<expiry ms>`: digests a collector is deleting right now. A deploy of
+    /// such a digest waits for the deletion to finish before storing the bytes again.
+    pub const DELETING: &str = "gf:{registry}:deleting";
     /// Component bytes, content-addressed by lowercase hex SHA-256.
     pub fn component(digest: &str) -> String {
         format!("gf:component:{digest}")
     }
+}
+
+/// One function as the registry stores it: its current entry and its version history, both
+/// JSON whose format belongs to [`crate::registry`]. `None` when absent. Compared as strings by
+/// [`Backend::swap_function`], so a change anyone made in between is always noticed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FunctionRecord {
+    pub entry: Option<String>,
+    pub history: Option<String>,
+}
+
+/// What [`Backend::claim_component`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The digest is claimed: no collector will delete its bytes until the claim is committed
+    /// (then a version references it) or expires.
+    Held,
+    /// A collector is deleting these bytes right now; ask again after this many milliseconds.
+    Wait(u64),
 }
 
 /// Why a backend operation failed.
@@ -138,24 +171,70 @@ impl Backend {
         dispatch!(self.list(namespace, prefix, cursor, limit))
     }
 
-    /// Stores component bytes under their digest. Idempotent: the same digest is the same bytes.
+    /// Stores component bytes under their digest, overwriting: the same digest is the same
+    /// bytes, and writing them again restores bytes that went missing. Claim the digest first
+    /// ([`Backend::claim_component`]) or a collector may delete them.
     pub async fn put_component(&self, digest: &str, bytes: &[u8]) -> Result<(), BackendError> {
         dispatch!(self.put_component(digest, bytes))
+    }
+
+    /// Protects `digest`'s bytes from collection under `claim_id` until `now_ms + lease_ms` (or
+    /// until [`Backend::swap_function`] commits the claim), and records the digest as stored.
+    pub async fn claim_component(
+        &self,
+        claim_id: &str,
+        digest: &str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Claim, BackendError> {
+        dispatch!(self.claim_component(claim_id, digest, now_ms, lease_ms))
+    }
+
+    /// Drops a claim whose deploy failed, so its bytes can be collected at once.
+    pub async fn release_claim(&self, claim_id: &str) -> Result<(), BackendError> {
+        dispatch!(self.release_claim(claim_id))
+    }
+
+    /// Deletes the bytes of every stored digest that no function's entry or kept version
+    /// references and no live claim protects. Returns the digests deleted. Refuses to delete
+    /// anything while any registry JSON is unreadable. `delete_lease_ms` bounds how long a
+    /// deploy of a digest being deleted waits, should this collector stop half-way.
+    pub async fn collect_components(
+        &self,
+        now_ms: u64,
+        delete_lease_ms: u64,
+    ) -> Result<Vec<String>, BackendError> {
+        dispatch!(self.collect_components(now_ms, delete_lease_ms))
     }
 
     pub async fn get_component(&self, digest: &str) -> Result<Option<Vec<u8>>, BackendError> {
         dispatch!(self.get_component(digest))
     }
 
-    /// Points `name` at `entry_json` (replacing any previous entry atomically) and bumps the
-    /// registry version.
-    pub async fn put_function(&self, name: &str, entry_json: &str) -> Result<(), BackendError> {
-        dispatch!(self.put_function(name, entry_json))
-    }
-
-    /// Removes `name` and bumps the registry version. Returns whether it existed.
+    /// Removes `name` and its version history, and bumps the registry version. Returns whether
+    /// it existed.
     pub async fn delete_function(&self, name: &str) -> Result<bool, BackendError> {
         dispatch!(self.delete_function(name))
+    }
+
+    /// `name`'s entry and history, read in one atomic step.
+    pub async fn get_record(&self, name: &str) -> Result<FunctionRecord, BackendError> {
+        dispatch!(self.get_record(name))
+    }
+
+    /// If `name`'s record still equals `expected`, replaces it with `new` (a `None` field is
+    /// removed), adds `digests` to the stored set, commits `claim_id` (when given) and bumps
+    /// the registry version, all in one atomic step. Returns `false`, changing nothing, when
+    /// someone changed the record in between.
+    pub async fn swap_function(
+        &self,
+        name: &str,
+        expected: &FunctionRecord,
+        new: &FunctionRecord,
+        claim_id: Option<&str>,
+        digests: &[&str],
+    ) -> Result<bool, BackendError> {
+        dispatch!(self.swap_function(name, expected, new, claim_id, digests))
     }
 
     pub async fn get_function(&self, name: &str) -> Result<Option<String>, BackendError> {

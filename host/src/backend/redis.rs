@@ -4,8 +4,8 @@
 //! server, or a [`ClusterConnection`] that routes each command by its key's slot for Redis
 //! Cluster. Both reconnect by themselves when Redis comes back. Each command is bounded by the
 //! response timeout ([`DEFAULT_RESPONSE_TIMEOUT`], `--redis-timeout-ms`), so a guest waiting on a
-//! hung Redis gets `unavailable` rather than hanging until its deadline; and once a command has
-//! timed out or lost its connection, commands fail at once for one timeout's length
+//! hung Redis gets `unavailable` rather than hanging until its deadline; and once commands keep
+//! timing out or losing their connection, they fail at once for one timeout's length
 //! ([`Health`]) instead of each waiting the whole timeout again.
 
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
 use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, Script, Value};
 
-use super::{BackendError, KeyPage, keys};
+use super::{BackendError, Claim, FunctionRecord, KeyPage, keys};
 
 /// Default for how long one command may wait for Redis' answer before it fails as
 /// `unavailable` (and so how fast a hung Redis becomes a 503).
@@ -49,12 +49,110 @@ end
 return 1
 ";
 
+/// Replaces one function's entry and history if both are still what the caller read.
+/// KEYS: functions, history, version, components, claims. ARGV: name, expected entry, expected
+/// history, new entry, new history (each "" for absent), claim id ("" for none), digests....
+const SWAP_FUNCTION_SCRIPT: &str = r"
+local entry = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+local history = redis.call('HGET', KEYS[2], ARGV[1]) or ''
+if entry ~= ARGV[2] or history ~= ARGV[3] then return 0 end
+if ARGV[4] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[4]) end
+if ARGV[5] == '' then redis.call('HDEL', KEYS[2], ARGV[1]) else redis.call('HSET', KEYS[2], ARGV[1], ARGV[5]) end
+for i = 7, #ARGV do redis.call('SADD', KEYS[4], ARGV[i]) end
+if ARGV[6] ~= '' then redis.call('HDEL', KEYS[5], ARGV[6]) end
+redis.call('INCR', KEYS[3])
+return 1
+";
+
+/// Claims a digest unless a collector is deleting it. KEYS: claims, deleting, components.
+/// ARGV: claim id, digest, now ms, lease ms. Returns 0 when claimed, else milliseconds to wait.
+const CLAIM_SCRIPT: &str = r"
+local now = tonumber(ARGV[3])
+local deleting = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0') or 0
+if deleting > now then return deleting - now end
+redis.call('HDEL', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%d %s', now + tonumber(ARGV[4]), ARGV[2]))
+redis.call('SADD', KEYS[3], ARGV[2])
+return 0
+";
+
+/// Marks for deletion every stored digest that no entry, kept version or live claim
+/// references, and returns `[digest, mark]` pairs. KEYS: components, functions, history,
+/// claims, deleting. ARGV: now ms, delete lease ms. Expired claims are dropped on the way.
+/// Any unreadable JSON stops it before it marks anything: better to keep garbage than to
+/// delete bytes a version needs.
+const COLLECT_SCRIPT: &str = r"
+local now = tonumber(ARGV[1])
+local keep = {}
+for _, json in ipairs(redis.call('HVALS', KEYS[2])) do
+  local ok, entry = pcall(cjson.decode, json)
+  if not ok or type(entry) ~= 'table' or type(entry.digest) ~= 'string' then
+    return redis.error_reply('unreadable function entry; collecting nothing')
+  end
+  keep[entry.digest] = true
+end
+for _, json in ipairs(redis.call('HVALS', KEYS[3])) do
+  local ok, versions = pcall(cjson.decode, json)
+  if not ok or type(versions) ~= 'table' then
+    return redis.error_reply('unreadable version history; collecting nothing')
+  end
+  for _, version in ipairs(versions) do
+    if type(version) ~= 'table' or type(version.digest) ~= 'string' then
+      return redis.error_reply('unreadable version history; collecting nothing')
+    end
+    keep[version.digest] = true
+  end
+end
+local claims = redis.call('HGETALL', KEYS[4])
+for i = 1, #claims, 2 do
+  local expiry, digest = string.match(claims[i + 1], '^(%d+) (%S+)$')
+  if expiry and tonumber(expiry) > now then
+    keep[digest] = true
+  else
+    redis.call('HDEL', KEYS[4], claims[i])
+  end
+end
+local doomed = {}
+for _, digest in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local marked = tonumber(redis.call('HGET', KEYS[5], digest) or '0') or 0
+  if not keep[digest] and marked <= now then
+    local mark = string.format('%d', now + tonumber(ARGV[2]))
+    redis.call('HSET', KEYS[5], digest, mark)
+    doomed[#doomed + 1] = digest
+    doomed[#doomed + 1] = mark
+  end
+end
+return doomed
+";
+
+/// Forgets a digest whose bytes were deleted, if the deletion mark is still this collector's
+/// (a deploy that waited out an expired mark has claimed the digest again). KEYS: components,
+/// deleting. ARGV: digest, mark.
+const FORGET_SCRIPT: &str = r"
+if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
+  redis.call('SREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+return 0
+";
+
 #[derive(Clone)]
 pub struct RedisBackend {
     /// For logs: what this is connected to, passwords removed.
     description: String,
     connection: Connection,
+    /// Behind an `Arc`: the backend is cloned for every request, the scripts never change.
+    scripts: Arc<Scripts>,
+}
+
+/// The Lua scripts, each with its SHA-1 computed once (sent by hash, the source only when
+/// Redis does not know it yet).
+struct Scripts {
     cas: Script,
+    swap_function: Script,
+    claim: Script,
+    collect: Script,
+    forget: Script,
 }
 
 /// One Redis server, or a Redis Cluster, with the shared record of whether it is answering.
@@ -71,21 +169,29 @@ enum Inner {
     Cluster(ClusterConnection),
 }
 
-/// Whether Redis is known to be down: after a command times out or loses its connection, every
-/// command fails at once until `window` has passed; then the next one tries again (and the
-/// connection reconnects). A hung Redis then costs one timeout per window, not one per command.
+/// Whether Redis is known to be down. A command that times out or loses its connection makes
+/// Redis *suspect*; a second such failure with no success in between makes it *down*: every
+/// command then fails at once until `window` has passed, and the next one tries again (and the
+/// connection reconnects). A hung Redis then costs about two timeouts per window, not one per
+/// command, while one slow answer on a busy machine (with successes around it) changes nothing.
 struct Health {
     started: Instant,
     /// Milliseconds since `started` before which commands fail fast; 0 when healthy.
     down_until_ms: AtomicU64,
+    /// Failures (timeouts, lost connections) since the last success.
+    failures: AtomicU64,
     window: Duration,
 }
+
+/// Failures in a row, with no success between, that make Redis down.
+const FAILURES_TO_FAIL_FAST: u64 = 2;
 
 impl Health {
     fn new(window: Duration) -> Self {
         Health {
             started: Instant::now(),
             down_until_ms: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
             window,
         }
     }
@@ -107,10 +213,13 @@ impl Health {
                     || e.is_connection_dropped()
                     || e.is_connection_refusal() =>
             {
-                let until = self.now_ms() + self.window.as_millis() as u64;
-                self.down_until_ms.store(until, Ordering::Relaxed);
+                if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= FAILURES_TO_FAIL_FAST {
+                    let until = self.now_ms() + self.window.as_millis() as u64;
+                    self.down_until_ms.store(until, Ordering::Relaxed);
+                }
             }
-            _ => {}
+            // Any answer from Redis, even an error reply, means it is up.
+            _ => self.failures.store(0, Ordering::Relaxed),
         }
     }
 }
@@ -211,7 +320,13 @@ impl RedisBackend {
                 inner,
                 health: Arc::new(Health::new(timeout)),
             },
-            cas: Script::new(CAS_SCRIPT),
+            scripts: Arc::new(Scripts {
+                cas: Script::new(CAS_SCRIPT),
+                swap_function: Script::new(SWAP_FUNCTION_SCRIPT),
+                claim: Script::new(CLAIM_SCRIPT),
+                collect: Script::new(COLLECT_SCRIPT),
+                forget: Script::new(FORGET_SCRIPT),
+            }),
         };
         backend.ping().await?;
         Ok(backend)
@@ -317,6 +432,7 @@ impl RedisBackend {
             .map(|t| t.max(1).to_string())
             .unwrap_or_default();
         let written: i64 = self
+            .scripts
             .cas
             .key(key)
             .arg(if expected.is_some() { "1" } else { "0" })
@@ -380,15 +496,10 @@ impl RedisBackend {
     }
 
     pub async fn put_component(&self, digest: &str, bytes: &[u8]) -> Result<(), BackendError> {
-        // SET NX: the digest names the bytes, so an existing value is already right.
-        let _: Option<String> = redis::cmd("SET")
-            .arg(keys::component(digest))
-            .arg(bytes)
-            .arg("NX")
-            .query_async(&mut self.conn())
+        self.conn()
+            .set::<_, _, ()>(keys::component(digest), bytes)
             .await
-            .map_err(unavailable)?;
-        Ok(())
+            .map_err(unavailable)
     }
 
     pub async fn get_component(&self, digest: &str) -> Result<Option<Vec<u8>>, BackendError> {
@@ -398,29 +509,139 @@ impl RedisBackend {
             .map_err(unavailable)
     }
 
-    pub async fn put_function(&self, name: &str, entry_json: &str) -> Result<(), BackendError> {
-        let _: () = redis::pipe()
-            .atomic()
-            .hset(keys::FUNCTIONS, name, entry_json)
-            .ignore()
-            .incr(keys::FUNCTIONS_VERSION, 1)
-            .ignore()
-            .query_async(&mut self.conn())
+    pub async fn claim_component(
+        &self,
+        claim_id: &str,
+        digest: &str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Claim, BackendError> {
+        let wait: u64 = self
+            .scripts
+            .claim
+            .key(keys::CLAIMS)
+            .key(keys::DELETING)
+            .key(keys::COMPONENTS)
+            .arg(claim_id)
+            .arg(digest)
+            .arg(now_ms)
+            .arg(lease_ms)
+            .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok(())
+        Ok(if wait == 0 {
+            Claim::Held
+        } else {
+            Claim::Wait(wait)
+        })
+    }
+
+    pub async fn release_claim(&self, claim_id: &str) -> Result<(), BackendError> {
+        self.conn()
+            .hdel::<_, _, ()>(keys::CLAIMS, claim_id)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Marks the garbage in one atomic step on the registry's slot, then deletes each digest's
+    /// bytes (wherever their slot lives) and only then forgets the digest: a collector that
+    /// stops half-way leaves digests the next collection finds again.
+    pub async fn collect_components(
+        &self,
+        now_ms: u64,
+        delete_lease_ms: u64,
+    ) -> Result<Vec<String>, BackendError> {
+        let doomed: Vec<(String, String)> = self
+            .scripts
+            .collect
+            .key(keys::COMPONENTS)
+            .key(keys::FUNCTIONS)
+            .key(keys::HISTORY)
+            .key(keys::CLAIMS)
+            .key(keys::DELETING)
+            .arg(now_ms)
+            .arg(delete_lease_ms)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let mut deleted = Vec::with_capacity(doomed.len());
+        for (digest, mark) in doomed {
+            // UNLINK: a component can be tens of MB; Redis frees it off its main thread.
+            let _: u64 = redis::cmd("UNLINK")
+                .arg(keys::component(&digest))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            let _: i64 = self
+                .scripts
+                .forget
+                .key(keys::COMPONENTS)
+                .key(keys::DELETING)
+                .arg(&digest)
+                .arg(&mark)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            deleted.push(digest);
+        }
+        Ok(deleted)
     }
 
     pub async fn delete_function(&self, name: &str) -> Result<bool, BackendError> {
         let (removed,): (u64,) = redis::pipe()
             .atomic()
             .hdel(keys::FUNCTIONS, name)
+            .hdel(keys::HISTORY, name)
+            .ignore()
             .incr(keys::FUNCTIONS_VERSION, 1)
             .ignore()
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         Ok(removed > 0)
+    }
+
+    pub async fn get_record(&self, name: &str) -> Result<FunctionRecord, BackendError> {
+        let (entry, history): (Option<String>, Option<String>) = redis::pipe()
+            .atomic()
+            .hget(keys::FUNCTIONS, name)
+            .hget(keys::HISTORY, name)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(FunctionRecord { entry, history })
+    }
+
+    pub async fn swap_function(
+        &self,
+        name: &str,
+        expected: &FunctionRecord,
+        new: &FunctionRecord,
+        claim_id: Option<&str>,
+        digests: &[&str],
+    ) -> Result<bool, BackendError> {
+        let field = |value: &Option<String>| value.clone().unwrap_or_default();
+        let mut invocation = self.scripts.swap_function.prepare_invoke();
+        invocation
+            .key(keys::FUNCTIONS)
+            .key(keys::HISTORY)
+            .key(keys::FUNCTIONS_VERSION)
+            .key(keys::COMPONENTS)
+            .key(keys::CLAIMS)
+            .arg(name)
+            .arg(field(&expected.entry))
+            .arg(field(&expected.history))
+            .arg(field(&new.entry))
+            .arg(field(&new.history))
+            .arg(claim_id.unwrap_or_default());
+        for digest in digests {
+            invocation.arg(*digest);
+        }
+        let swapped: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(swapped == 1)
     }
 
     pub async fn get_function(&self, name: &str) -> Result<Option<String>, BackendError> {

@@ -157,7 +157,11 @@ impl Compiled {
 #[derive(Clone, Debug)]
 pub struct RequestLimits {
     pub max_memory_bytes: usize,
+    /// Wall-clock deadline: waiting on kv counts.
     pub timeout: Duration,
+    /// CPU the guest may use, counted in epoch ticks while it runs wasm code (waiting on kv or
+    /// for its turn does not count); `None` for no budget beyond the deadline.
+    pub cpu_budget: Option<Duration>,
 }
 
 /// Why a call produced no response.
@@ -169,6 +173,8 @@ pub enum CallError {
     Trap(String),
     #[error("the function did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("the function used more than its CPU budget of {0:?}")]
+    CpuBudget(Duration),
     /// The guest answered, but not with valid HTTP.
     #[error("{0}")]
     BadResponse(String),
@@ -335,9 +341,21 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         // Yield to the executor at every tick: a looping guest then shares its thread, and the
-        // timeout below can fire and drop the call.
+        // timeout below can fire and drop the call. Each tick that finds the guest running wasm
+        // counts against its CPU budget.
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        let tick_budget = limits
+            .cpu_budget
+            .map(|budget| (budget.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64);
+        store.epoch_deadline_callback(move |mut store| {
+            let limits = &mut store.data_mut().limits;
+            limits.cpu_ticks += 1;
+            if tick_budget.is_some_and(|budget| limits.cpu_ticks > budget) {
+                limits.cpu_exceeded = true;
+                return Err(wasmtime::Error::msg("CPU budget exceeded"));
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
 
         // Lives outside the call future so that, whatever ends the call (answer, trap, timeout),
         // the instance is counted as dropped only after its store is gone.
@@ -356,10 +374,14 @@ impl Runtime {
         };
         let outcome = tokio::time::timeout(limits.timeout, run).await;
         let memory_hit = store.data().limits.hit;
+        let cpu_exceeded = store.data().limits.cpu_exceeded;
         drop(store);
         drop(live);
         match outcome {
             Err(_) => Err(CallError::Timeout(limits.timeout)),
+            Ok(Err(_)) if cpu_exceeded => Err(CallError::CpuBudget(
+                limits.cpu_budget.unwrap_or(limits.timeout),
+            )),
             Ok(Ok(Ok(response))) => Ok(response),
             Ok(Ok(Err(bad))) => Err(CallError::BadResponse(bad)),
             Ok(Err(_)) if memory_hit => Err(CallError::MemoryLimit(limits.max_memory_bytes >> 20)),

@@ -46,6 +46,8 @@ impl HostState {
             limits: MemoryLimits {
                 max_memory_bytes,
                 hit: false,
+                cpu_ticks: 0,
+                cpu_exceeded: false,
             },
             kv,
         }
@@ -95,10 +97,14 @@ impl WasiHttpHooks for DenyOutbound {
 }
 
 /// Caps linear memory and tables, and remembers whether the cap was hit so a resulting trap can
-/// be reported as "memory limit" rather than an opaque `unreachable`.
+/// be reported as "memory limit" rather than an opaque `unreachable`; also counts CPU ticks.
 pub(crate) struct MemoryLimits {
     pub(crate) max_memory_bytes: usize,
     pub(crate) hit: bool,
+    /// Epoch ticks that found the guest running wasm: its CPU use, in ticks.
+    pub(crate) cpu_ticks: u64,
+    /// Whether the call was stopped for using more than its CPU budget.
+    pub(crate) cpu_exceeded: bool,
 }
 
 impl ResourceLimiter for MemoryLimits {

@@ -1,0 +1,127 @@
+//! Noisy neighbours: a CPU budget per call apart from the deadline, a cap on each function's
+//! concurrent calls, and guests that run where they cannot starve `/healthz` or other functions.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{Host, Redis, client, get_json, get_status};
+
+#[tokio::test]
+async fn a_busy_loop_is_stopped_by_its_cpu_budget_before_the_deadline() {
+    let redis = Redis::start();
+    let host = Host::start_tuned(&redis, &["--cpu-ms", "300", "--timeout-ms", "10000"]);
+    host.deploy_ok("mb", None, "misbehave").await;
+    let started = Instant::now();
+    let (status, body) = get_json(&host.fn_url("mb/spin")).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("CPU budget"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped by the budget, not the deadline"
+    );
+    // Waiting is not CPU: a call that sleeps longer than the budget answers.
+    let (status, body) = get_json(&host.fn_url("mb/sleep?ms=600")).await;
+    assert_eq!(status, 200, "{body}");
+
+    // A function may lower its own budget at deploy, never raise it past the host's.
+    let url = format!("{}/v1/functions/tight?cpu_ms=50", host.url);
+    let (status, entry) =
+        support::json(host.deploy_to(&url, support::guest("misbehave")).await).await;
+    assert_eq!(
+        (status, entry["cpu_ms"].clone()),
+        (201, serde_json::json!(50))
+    );
+    let (status, body) = get_json(&host.fn_url("tight/spin")).await;
+    assert_eq!(status, 500);
+    assert!(
+        body["error"].as_str().unwrap_or_default().contains("50ms"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_function_at_its_concurrency_cap_waits_while_others_are_served() {
+    let redis = Redis::start();
+    let host = Host::start_tuned(&redis, &["--max-concurrency-per-function", "2"]);
+    host.deploy_ok("hot", None, "misbehave").await;
+    host.deploy_ok("cold", None, "misbehave").await;
+    let slow: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(client().get(host.fn_url("hot/sleep?ms=3000")).send()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The hot function holds both of its places; the cold one is not affected.
+    assert_eq!(get_status(&host.fn_url("cold/")).await, 200);
+    let mut statuses = Vec::new();
+    for call in slow {
+        let response = call.await.expect("task").expect("response");
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        if status == 503 {
+            assert!(body.contains("concurrency limit of 2"), "{body}");
+        }
+        statuses.push(status);
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        vec![200, 200, 503],
+        "the third call waited its 2 s, then 503"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_a_light_function_stay_quick_beside_cpu_bound_guests() {
+    let redis = Redis::start();
+    let host = Host::start_tuned(&redis, &["--timeout-ms", "4000", "--cpu-ms", "0"]);
+    host.deploy_ok("busy", None, "misbehave").await;
+    host.deploy_ok("light", None, "misbehave").await;
+    let spinners: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(client().get(host.fn_url("busy/spin")).send()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut health = Vec::new();
+    let mut light = Vec::new();
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let started = Instant::now();
+        assert_eq!(get_status(&format!("{}/healthz", host.url)).await, 200);
+        health.push(started.elapsed());
+        let started = Instant::now();
+        assert_eq!(get_status(&host.fn_url("light/")).await, 200);
+        light.push(started.elapsed());
+    }
+    for spinner in spinners {
+        let status = spinner.await.expect("task").expect("response").status();
+        assert_eq!(status, 504);
+    }
+    let p99 = |samples: &mut Vec<Duration>| {
+        samples.sort();
+        samples[(samples.len() * 99 / 100).min(samples.len() - 1)]
+    };
+    let (health_worst, light_worst) = (
+        *health.iter().max().expect("samples"),
+        *light.iter().max().expect("samples"),
+    );
+    let (health_p99, light_p99) = (p99(&mut health), p99(&mut light));
+    println!(
+        "beside 8 CPU-bound guests: /healthz p99 {health_p99:?}, worst {health_worst:?} ({} samples); \
+         light function p99 {light_p99:?}, worst {light_worst:?}",
+        health.len()
+    );
+    // Not a speed target: a starved front would take the spinners' whole deadline.
+    assert!(
+        health_worst < Duration::from_secs(1),
+        "/healthz waited {health_worst:?}"
+    );
+    assert!(
+        light_worst < Duration::from_secs(1),
+        "a light call waited {light_worst:?}"
+    );
+}
