@@ -288,8 +288,8 @@ pub async fn run(
 async fn not_found(uri: axum::http::Uri) -> HostError {
     HostError::NotFound(format!(
         "nothing at `{}`: functions are invoked at /fn/NAME/..., managed at /v1/functions/NAME \
-         (PUT to deploy, GET, DELETE), listed at GET /v1/functions; health at /healthz and \
-         /readyz, metrics at /metrics",
+         (PUT to deploy, GET, DELETE; /versions, POST /rollback), listed at GET /v1/functions, \
+         described at /v1/openapi.json; health at /healthz and /readyz, metrics at /metrics",
         uri.path()
     ))
 }
@@ -297,7 +297,11 @@ async fn not_found(uri: axum::http::Uri) -> HostError {
 /// A known path with the wrong method: JSON saying which methods the path takes (axum adds the
 /// `Allow` header).
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> HostError {
-    let hint = if uri.path().starts_with("/v1/functions/") && method == axum::http::Method::POST {
+    let is_function = uri
+        .path()
+        .strip_prefix("/v1/functions/")
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
+    let hint = if is_function && method == axum::http::Method::POST {
         " (to deploy, use PUT)"
     } else {
         ""
