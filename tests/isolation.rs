@@ -78,8 +78,21 @@ async fn one_function_at_its_concurrency_cap_waits_while_others_are_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_a_light_function_stay_quick_beside_cpu_bound_guests() {
+    beside_cpu_bound_guests(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_low_priority_guests_health_stays_quick_beside_cpu_bound_guests() {
+    beside_cpu_bound_guests(&["--low-priority-guests"]).await;
+}
+
+/// Eight guests spin for their whole deadline while `/healthz` and a light function are called
+/// over and over; both must keep answering promptly.
+async fn beside_cpu_bound_guests(extra: &[&str]) {
     let redis = Redis::start();
-    let host = Host::start_tuned(&redis, &["--timeout-ms", "4000", "--cpu-ms", "0"]);
+    let mut args = vec!["--timeout-ms", "4000", "--cpu-ms", "0"];
+    args.extend_from_slice(extra);
+    let host = Host::start_tuned(&redis, &args);
     host.deploy_ok("busy", None, "misbehave").await;
     host.deploy_ok("light", None, "misbehave").await;
     let spinners: Vec<_> = (0..8)
@@ -111,7 +124,7 @@ async fn health_and_a_light_function_stay_quick_beside_cpu_bound_guests() {
     );
     let (health_p99, light_p99) = (p99(&mut health), p99(&mut light));
     println!(
-        "beside 8 CPU-bound guests: /healthz p99 {health_p99:?}, worst {health_worst:?} ({} samples); \
+        "{extra:?} beside 8 CPU-bound guests: /healthz p99 {health_p99:?}, worst {health_worst:?} ({} samples); \
          light function p99 {light_p99:?}, worst {light_worst:?}",
         health.len()
     );

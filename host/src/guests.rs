@@ -26,17 +26,23 @@ pub struct Guests {
 impl Guests {
     /// A guest runtime with `threads` workers, and `max_per_function` concurrent calls per
     /// function on a host of `max_instances` slots.
+    /// With `low_priority`, guest threads yield the CPU to everything else (see
+    /// [`lower_priority`]).
     pub fn new(
         threads: usize,
         max_per_function: usize,
         max_instances: usize,
+        low_priority: bool,
     ) -> std::io::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder
             .worker_threads(threads.max(1))
             .thread_name("goldfish-guest")
-            .on_thread_start(lower_priority)
-            .enable_all()
-            .build()?;
+            .enable_all();
+        if low_priority {
+            builder.on_thread_start(lower_priority);
+        }
+        let runtime = builder.build()?;
         Ok(Guests {
             runtime: Some(runtime),
             max_per_function: (max_per_function < max_instances).then_some(max_per_function.max(1)),
@@ -75,8 +81,10 @@ impl Guests {
 
 /// Makes the calling (guest) thread yield the CPU to the HTTP front and to Redis whenever they
 /// want it: `SCHED_BATCH` at the lowest niceness. Guests still get every cycle nobody else needs.
-/// Lowering one's own priority needs no privileges; where it fails anyway, guests run at normal
-/// priority and the separate runtime still keeps them out of the front's task queues.
+/// Off by default (`--low-priority-guests`): on a saturated host it keeps `/healthz` quick, but
+/// it starves the very guests that finish the requests the front accepts, which cost about 40%
+/// of throughput in scripts/bench. Lowering one's own priority needs no privileges; where it
+/// fails anyway, guests run at normal priority.
 fn lower_priority() {
     use thread_priority::{
         NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,

@@ -2,7 +2,10 @@
 //! world-neutral [`GuestRequest`], runs it on a fresh instance of whatever world the function
 //! speaks, and sends the guest's checked answer back.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -70,6 +73,26 @@ fn with_request_id(mut response: Response, request_id: &str) -> Response {
     response
 }
 
+/// A permit of `slots`: at once when one is free (no timer), else after waiting up to
+/// [`SLOT_WAIT`]; 503 with `full()`'s message when none frees in time.
+async fn acquire(
+    slots: &Arc<Semaphore>,
+    full: impl FnOnce() -> String,
+) -> Result<OwnedSemaphorePermit, HostError> {
+    match slots.clone().try_acquire_owned() {
+        Ok(permit) => Ok(permit),
+        Err(TryAcquireError::Closed) => {
+            Err(HostError::Unavailable("the host is shutting down".into()))
+        }
+        Err(TryAcquireError::NoPermits) => {
+            tokio::time::timeout(SLOT_WAIT, slots.clone().acquire_owned())
+                .await
+                .map_err(|_| HostError::Unavailable(full()))?
+                .map_err(|_| HostError::Unavailable("the host is shutting down".into()))
+        }
+    }
+}
+
 /// `/fn/{name}{path}` → (`name`, `path`), with `path` `/` when empty. Raw, not decoded.
 fn split_route(uri_path: &str) -> (&str, &str) {
     let rest = uri_path.strip_prefix("/fn/").unwrap_or_default();
@@ -112,15 +135,13 @@ async fn call(
     // function cannot take every slot), then an instance slot of the host's pool.
     let function_slot = match state.guests.function_permits(name) {
         Some(cap) => Some(
-            tokio::time::timeout(SLOT_WAIT, cap.acquire_owned())
-                .await
-                .map_err(|_| {
-                    HostError::Unavailable(format!(
-                        "function `{name}` is at its concurrency limit of {} calls; retry shortly",
-                        state.settings.max_concurrency_per_function
-                    ))
-                })?
-                .map_err(|_| HostError::Unavailable("the host is shutting down".into()))?,
+            acquire(&cap, || {
+                format!(
+                    "function `{name}` is at its concurrency limit of {} calls; retry shortly",
+                    state.settings.max_concurrency_per_function
+                )
+            })
+            .await?,
         ),
         None => None,
     };
@@ -195,7 +216,15 @@ async fn to_guest_request(
         .or_else(|| uri.authority().map(|a| a.as_str()))
         .unwrap_or("localhost")
         .to_owned();
-    let headers = request.headers().clone();
+    // The headers move to the guest; the body limit only needs the length they declared.
+    let (mut parts, body) = request.into_parts();
+    let headers = std::mem::take(&mut parts.headers);
+    let mut request = Request::from_parts(parts, body);
+    if let Some(length) = headers.get(header::CONTENT_LENGTH) {
+        request
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, length.clone());
+    }
     let body = read_body(request, max_body, "request body", "--max-body-bytes").await?;
     Ok(GuestRequest {
         method,

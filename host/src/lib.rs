@@ -17,6 +17,9 @@
 //!   (`goldfish:function/kv`, `wasi:keyvalue` draft and draft2, `fermyon:spin/key-value`).
 //! - [`backend`]: storage, with [`backend::redis`] (shared) and [`backend::memory`] (dev, single node).
 //! - [`metrics`]: Prometheus metrics (`GET /metrics`): instances, requests, kv, deploys, process.
+//! - [`fleet`]: each host's heartbeat in the store (who, where, what it served), every host's
+//!   list of the others, and this host's per-function figures read from its metrics.
+//! - [`status`]: `GET /`, the status page: hosts, functions with their figures, Redis status.
 //! - [`stress`]: `goldfish stress`: load generator that checks one-instance-per-request through
 //!   `/metrics` and the recycle probe; text, JSON and SVG reports.
 //! - [`guests`]: the guest runtime (apart from the HTTP front) and per-function concurrency caps.
@@ -36,6 +39,7 @@ pub mod cli;
 pub mod compile_cache;
 pub mod engine;
 pub mod error;
+pub mod fleet;
 pub mod guest_log;
 pub mod guests;
 pub mod invoke;
@@ -44,5 +48,6 @@ pub mod metrics;
 pub mod openapi;
 pub mod registry;
 pub mod server;
+pub mod status;
 pub mod stress;
 pub mod worlds;

@@ -3,6 +3,11 @@
 //! drive a running host's API.
 #![forbid(unsafe_code)]
 
+/// mimalloc rather than glibc's malloc: fewer lock waits across the runtime's threads (measured
+/// by scripts/bench; the README's Performance section has the figures).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +32,15 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// One line per event: time, level, spans with their fields, target, message, fields.
+    Text,
+    /// One JSON object per event: `timestamp`, `level`, `message` and the event's fields at the
+    /// top level, `target`, and the spans with their fields (`span`, `spans`).
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -97,6 +111,10 @@ struct ServeArgs {
     /// Worker threads that run guests, apart from the threads serving HTTP. Default: one per core.
     #[arg(long, env = "GOLDFISH_GUEST_THREADS")]
     guest_threads: Option<usize>,
+    /// Run guest threads at the lowest CPU priority (SCHED_BATCH, nice 19): health checks and
+    /// the admin API stay quick on a saturated host, at a large cost in throughput.
+    #[arg(long, env = "GOLDFISH_LOW_PRIORITY_GUESTS")]
+    low_priority_guests: bool,
     /// Linear memory limit of one instance, in MiB.
     #[arg(long, env = "GOLDFISH_MEMORY_MIB", default_value_t = server::DEFAULT_MAX_MEMORY_BYTES >> 20)]
     memory_mib: usize,
@@ -121,6 +139,10 @@ struct ServeArgs {
     /// Longest one compile may take, in seconds (a deploy answers 422 beyond).
     #[arg(long, env = "GOLDFISH_COMPILE_TIMEOUT_SECS", default_value_t = goldfish::registry::DEFAULT_COMPILE_TIMEOUT.as_secs())]
     compile_timeout_secs: u64,
+    /// How log lines are written to stderr: `text` for people, `json` for log collectors (one
+    /// JSON object per line, with the same fields).
+    #[arg(long, value_enum, env = "GOLDFISH_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
 }
 
 /// Where compiled code is cached: `--compile-cache`, else the user's cache directory, else none.
@@ -136,16 +158,28 @@ fn compile_cache_dir(flag: Option<&str>) -> Option<PathBuf> {
     }
 }
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+/// Logs go to stderr at the level `RUST_LOG` sets (default `info`), in `format`.
+fn init_logging(format: LogFormat) {
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match format {
         // Colour codes only for a person at a terminal, never in log files or collectors.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Fields at the top level, where collectors (Loki, Elasticsearch, jq) look first.
+        LogFormat::Json => logs.json().flatten_event(true).with_ansi(false).init(),
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Only a host has logs worth collecting; the other commands talk to people.
+    init_logging(match &cli.command {
+        Command::Serve(args) => args.log_format,
+        _ => LogFormat::Text,
+    });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -229,6 +263,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         guest_threads: args
             .guest_threads
             .unwrap_or_else(server::default_guest_threads),
+        low_priority_guests: args.low_priority_guests,
         limits: RequestLimits {
             max_memory_bytes: args.memory_mib << 20,
             timeout: Duration::from_millis(args.timeout_ms),

@@ -157,8 +157,18 @@ impl Metrics {
     }
 
     pub fn request(&self, function: &str, status: u16, elapsed: Duration) {
+        // Every status the host answers is a valid one; its text is static, not formatted.
+        let code = http::StatusCode::from_u16(status).ok();
+        let owned;
+        let status_label = match &code {
+            Some(code) => code.as_str(),
+            None => {
+                owned = status.to_string();
+                &owned
+            }
+        };
         self.requests
-            .with_label_values(&[function, &status.to_string()])
+            .with_label_values(&[function, status_label])
             .inc();
         self.request_duration
             .with_label_values(&[function])

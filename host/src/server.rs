@@ -24,7 +24,7 @@ use crate::error::HostError;
 use crate::guests::Guests;
 use crate::metrics::Metrics;
 use crate::registry::{CompileSettings, FunctionEntry, Registry};
-use crate::{admin, invoke, openapi};
+use crate::{admin, fleet, invoke, openapi, status};
 
 /// Default largest request body a function receives (413 beyond).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
@@ -52,6 +52,8 @@ pub struct Settings {
     pub max_concurrency_per_function: usize,
     /// Worker threads of the guest runtime.
     pub guest_threads: usize,
+    /// Run guest threads at the lowest scheduling priority.
+    pub low_priority_guests: bool,
     /// Host-wide per-request bounds; `max_memory_bytes` is also the most a function may ask
     /// for at deploy (`?memory_mib=`).
     pub limits: RequestLimits,
@@ -74,6 +76,7 @@ impl std::fmt::Debug for Settings {
                 &self.max_concurrency_per_function,
             )
             .field("guest_threads", &self.guest_threads)
+            .field("low_priority_guests", &self.low_priority_guests)
             .field("limits", &self.limits)
             .field("compile", &self.compile)
             .finish()
@@ -105,6 +108,7 @@ impl Default for Settings {
             max_instances: DEFAULT_MAX_INSTANCES,
             max_concurrency_per_function: DEFAULT_MAX_INSTANCES as usize / 2,
             guest_threads: default_guest_threads(),
+            low_priority_guests: false,
             limits: RequestLimits {
                 max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
                 timeout: DEFAULT_TIMEOUT,
@@ -130,6 +134,8 @@ pub struct AppState {
     pub auth_failures: Arc<AuthFailures>,
     /// The runtime guests run on, and each function's concurrency cap.
     pub guests: Arc<Guests>,
+    /// This host's identity and recent figures, for its heartbeat and the status page.
+    pub fleet: Arc<fleet::Fleet>,
 }
 
 impl AppState {
@@ -147,9 +153,11 @@ impl AppState {
                 settings.guest_threads,
                 settings.max_concurrency_per_function,
                 settings.max_instances as usize,
+                settings.low_priority_guests,
             )?),
             settings: Arc::new(settings),
             metrics: Metrics::new()?,
+            fleet: Arc::new(fleet::Fleet::new()),
         })
     }
 }
@@ -194,6 +202,7 @@ fn admin_routes() -> Router<AppState> {
 
 fn public_routes() -> Router<AppState> {
     Router::new()
+        .route("/", get(status::page))
         .route("/fn/{name}", any(invoke::invoke))
         .route("/fn/{name}/", any(invoke::invoke))
         .route("/fn/{name}/{*path}", any(invoke::invoke))
@@ -233,6 +242,13 @@ pub async fn run(
     }
     // Aborted once serving ends; until then it keeps this host's view of the registry fresh.
     let refresher = tokio::spawn(state.registry.clone().keep_fresh());
+    // Writes this host into the store every few seconds until serving ends.
+    let heartbeat = fleet::HeartbeatTask::start(
+        state.fleet.clone(),
+        state.backend.clone(),
+        state.metrics.clone(),
+        listener.local_addr()?,
+    );
     let (stop_tx, stopped) = tokio::sync::watch::channel(false);
     let stop_signal = {
         let stopped = stopped.clone();
@@ -281,6 +297,7 @@ pub async fn run(
         }
     };
     refresher.abort();
+    heartbeat.stop().await;
     result
 }
 
@@ -289,7 +306,8 @@ async fn not_found(uri: axum::http::Uri) -> HostError {
     HostError::NotFound(format!(
         "nothing at `{}`: functions are invoked at /fn/NAME/..., managed at /v1/functions/NAME \
          (PUT to deploy, GET, DELETE; /versions, POST /rollback), listed at GET /v1/functions, \
-         described at /v1/openapi.json; health at /healthz and /readyz, metrics at /metrics",
+         described at /v1/openapi.json; the status page at /, health at /healthz and /readyz, \
+         metrics at /metrics",
         uri.path()
     ))
 }

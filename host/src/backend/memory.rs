@@ -30,6 +30,9 @@ struct State {
     /// Claim id → (expiry ms, digest), as [`super::keys::CLAIMS`]. Collection here happens
     /// under the lock in one step, so there is no deletion in progress for a deploy to wait on.
     claims: HashMap<String, (u64, String)>,
+    /// Host id → its heartbeat JSON and when it expires, as [`super::keys::host`] in Redis.
+    /// With this backend only the host itself is ever here.
+    hosts: BTreeMap<String, (String, Instant)>,
 }
 
 struct Stored {
@@ -328,6 +331,40 @@ impl MemoryBackend {
     pub async fn functions_version(&self) -> Result<u64, BackendError> {
         Ok(self.lock().functions_version)
     }
+
+    pub async fn put_host(
+        &self,
+        id: &str,
+        heartbeat: &str,
+        _now_ms: u64,
+        ttl_seconds: u32,
+    ) -> Result<(), BackendError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.hosts.retain(|_, (_, expires_at)| *expires_at > now);
+        let expires_at = now + Duration::from_secs(u64::from(ttl_seconds.max(1)));
+        state
+            .hosts
+            .insert(id.to_owned(), (heartbeat.to_owned(), expires_at));
+        Ok(())
+    }
+
+    pub async fn list_hosts(&self, limit: usize) -> Result<Vec<String>, BackendError> {
+        let now = Instant::now();
+        Ok(self
+            .lock()
+            .hosts
+            .values()
+            .filter(|(_, expires_at)| *expires_at > now)
+            .take(limit)
+            .map(|(heartbeat, _)| heartbeat.clone())
+            .collect())
+    }
+
+    pub async fn remove_host(&self, id: &str) -> Result<(), BackendError> {
+        self.lock().hosts.remove(id);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -417,6 +454,17 @@ mod tests {
         );
         assert_eq!(m.get_record("f").await.ok(), Some(first));
         assert_eq!(m.functions_version().await.ok(), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_host_is_listed_until_it_is_removed() {
+        let m = MemoryBackend::new();
+        m.put_host("a", "{}", 0, 30).await.ok();
+        m.put_host("b", "{}", 0, 30).await.ok();
+        assert_eq!(m.list_hosts(10).await.ok().map(|h| h.len()), Some(2));
+        assert_eq!(m.list_hosts(1).await.ok().map(|h| h.len()), Some(1));
+        m.remove_host("a").await.ok();
+        assert_eq!(m.list_hosts(10).await.ok().map(|h| h.len()), Some(1));
     }
 
     #[tokio::test]

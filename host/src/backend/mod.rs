@@ -47,6 +47,17 @@ pub mod keys {
     pub fn component(digest: &str) -> String {
         format!("gf:component:{digest}")
     }
+    /// Sorted set of host id → when that host last wrote its heartbeat (ms since the epoch):
+    /// how the status page finds every host without a SCAN. Every heartbeat prunes the ids
+    /// older than the heartbeat TTL and renews the set's own expiry, so a fleet that is gone
+    /// leaves nothing behind.
+    pub const HOSTS: &str = "gf:{registry}:hosts";
+    /// One host's latest heartbeat (JSON [`crate::fleet::Heartbeat`]), with a TTL so a host
+    /// that stops beating disappears by itself. Same hash tag as [`HOSTS`]: a heartbeat and its
+    /// index entry are written in one MULTI, on Redis Cluster too.
+    pub fn host(id: &str) -> String {
+        format!("gf:{{registry}}:host:{id}")
+    }
 }
 
 /// One function as the registry stores it: its current entry and its version history, both
@@ -249,5 +260,29 @@ impl Backend {
 
     pub async fn functions_version(&self) -> Result<u64, BackendError> {
         dispatch!(self.functions_version())
+    }
+
+    /// Stores host `id`'s `heartbeat` (JSON) for `ttl_seconds`, records it as seen at `now_ms`
+    /// in the host index, and drops from the index every host not seen for `ttl_seconds`, in
+    /// one atomic step.
+    pub async fn put_host(
+        &self,
+        id: &str,
+        heartbeat: &str,
+        now_ms: u64,
+        ttl_seconds: u32,
+    ) -> Result<(), BackendError> {
+        dispatch!(self.put_host(id, heartbeat, now_ms, ttl_seconds))
+    }
+
+    /// The heartbeats (JSON) of the hosts that wrote one within its TTL, at most `limit`, in
+    /// no particular order.
+    pub async fn list_hosts(&self, limit: usize) -> Result<Vec<String>, BackendError> {
+        dispatch!(self.list_hosts(limit))
+    }
+
+    /// Removes host `id`'s heartbeat at once (a host stopping politely).
+    pub async fn remove_host(&self, id: &str) -> Result<(), BackendError> {
+        dispatch!(self.remove_host(id))
     }
 }

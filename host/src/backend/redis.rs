@@ -670,6 +670,64 @@ impl RedisBackend {
             .map_err(unavailable)?;
         Ok(version.unwrap_or(0))
     }
+
+    pub async fn put_host(
+        &self,
+        id: &str,
+        heartbeat: &str,
+        now_ms: u64,
+        ttl_seconds: u32,
+    ) -> Result<(), BackendError> {
+        let ttl = u64::from(ttl_seconds.max(1));
+        redis::pipe()
+            .atomic()
+            .set_ex(keys::host(id), heartbeat, ttl)
+            .ignore()
+            .zadd(keys::HOSTS, id, now_ms)
+            .ignore()
+            .zrembyscore(keys::HOSTS, "-inf", now_ms.saturating_sub(ttl * 1000))
+            .ignore()
+            .expire(keys::HOSTS, ttl as i64)
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// The index first, then one MGET: every host key shares the index's slot, so both go to
+    /// one node on a cluster. An id whose heartbeat expired in between is skipped.
+    pub async fn list_hosts(&self, limit: usize) -> Result<Vec<String>, BackendError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn();
+        let ids: Vec<String> = conn
+            .zrange(keys::HOSTS, 0, limit as isize - 1)
+            .await
+            .map_err(unavailable)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let host_keys: Vec<String> = ids.iter().map(|id| keys::host(id)).collect();
+        let heartbeats: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&host_keys)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(heartbeats.into_iter().flatten().collect())
+    }
+
+    pub async fn remove_host(&self, id: &str) -> Result<(), BackendError> {
+        redis::pipe()
+            .atomic()
+            .del(keys::host(id))
+            .ignore()
+            .zrem(keys::HOSTS, id)
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
 }
 
 fn unavailable(e: redis::RedisError) -> BackendError {
