@@ -30,6 +30,9 @@ pub enum HostError {
     NotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// The request body did not arrive in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// The request conflicts with the resource's state (a rollback with nothing to go back to).
     #[error("{0}")]
     Conflict(String),
@@ -65,6 +68,7 @@ impl HostError {
             HostError::AdminDisabled => StatusCode::FORBIDDEN,
             HostError::NotFound(_) => StatusCode::NOT_FOUND,
             HostError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            HostError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             HostError::Conflict(_) => StatusCode::CONFLICT,
             HostError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             HostError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

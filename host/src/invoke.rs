@@ -130,7 +130,20 @@ async fn call(
     request: Request<Body>,
     ready: Ready,
 ) -> Result<Response, HostError> {
-    let guest_request = to_guest_request(path, request, state.settings.max_body_bytes).await?;
+    // Shed load before buffering another body: past the in-flight cap, 503 at once.
+    let _in_flight = state.in_flight.clone().try_acquire_owned().map_err(|_| {
+        HostError::Unavailable(format!(
+            "the host has {} requests in flight; retry shortly or on another host",
+            state.settings.max_in_flight
+        ))
+    })?;
+    let guest_request = to_guest_request(
+        path,
+        request,
+        state.settings.max_body_bytes,
+        state.settings.body_timeout,
+    )
+    .await?;
     // Two waits, both bounded: a place among this function's concurrent calls (so one hot
     // function cannot take every slot), then an instance slot of the host's pool.
     let function_slot = match state.guests.function_permits(name) {
@@ -202,6 +215,7 @@ async fn to_guest_request(
     path: String,
     request: Request<Body>,
     max_body: usize,
+    body_timeout: Duration,
 ) -> Result<GuestRequest, HostError> {
     let method = match request.method() {
         &Method::HEAD => Method::GET,
@@ -225,7 +239,14 @@ async fn to_guest_request(
             .headers_mut()
             .insert(header::CONTENT_LENGTH, length.clone());
     }
-    let body = read_body(request, max_body, "request body", "--max-body-bytes").await?;
+    let body = read_body(
+        request,
+        max_body,
+        body_timeout,
+        "request body",
+        "--max-body-bytes",
+    )
+    .await?;
     Ok(GuestRequest {
         method,
         path,

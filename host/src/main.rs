@@ -90,6 +90,13 @@ struct ServeArgs {
     /// Largest request body passed to a function, in bytes.
     #[arg(long, env = "GOLDFISH_MAX_BODY_BYTES", default_value_t = server::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    /// Longest a request body may take to arrive, in milliseconds (408 beyond).
+    #[arg(long, env = "GOLDFISH_BODY_TIMEOUT_MS", default_value_t = server::DEFAULT_BODY_TIMEOUT.as_millis() as u64)]
+    body_timeout_ms: u64,
+    /// Invocations in flight at once, before their bodies are read; past it 503 at once.
+    /// Default: twice --max-instances.
+    #[arg(long, env = "GOLDFISH_MAX_IN_FLIGHT")]
+    max_in_flight: Option<usize>,
     /// Largest component accepted by the admin API, in bytes.
     #[arg(long, env = "GOLDFISH_MAX_COMPONENT_BYTES", default_value_t = server::DEFAULT_MAX_COMPONENT_BYTES)]
     max_component_bytes: usize,
@@ -254,6 +261,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings {
         admin_token: args.admin_token.filter(|t| !t.is_empty()),
         max_body_bytes: args.max_body_bytes,
+        body_timeout: Duration::from_millis(args.body_timeout_ms),
+        max_in_flight: args
+            .max_in_flight
+            .unwrap_or(args.max_instances as usize * 2)
+            .max(1),
         max_component_bytes: args.max_component_bytes,
         max_instances: args.max_instances,
         max_concurrency_per_function: args

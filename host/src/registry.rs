@@ -209,6 +209,8 @@ pub struct Registry {
     /// Versions kept per function. Atomic only so it can be set after construction (the
     /// settings that build the registry do not carry it); read once per deploy.
     keep_versions: AtomicUsize,
+    /// Held for a whole refresh (a tokio mutex: held across the reads from the store).
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl Registry {
@@ -239,6 +241,7 @@ impl Registry {
                 misses: HashSet::new(),
             }),
             compiled: Mutex::new(HashMap::new()),
+            refreshing: tokio::sync::Mutex::new(()),
             compile_slots: Arc::new(Semaphore::new(compile.max_concurrent.max(1))),
             compile_timeout: compile.timeout,
             cache,
@@ -620,7 +623,12 @@ impl Registry {
 
     /// Re-reads the registry if its version moved, and forgets compiled digests no longer used.
     /// Returns whether it moved.
+    ///
+    /// Single-flight: refreshes (the ticker's, a deploy's, a delete's) take turns, so each reads
+    /// the store after the one before it installed its snapshot, and an older snapshot can never
+    /// be installed over a newer one.
     pub async fn refresh(&self) -> Result<bool, BackendError> {
+        let _turn = self.refreshing.lock().await;
         let version = self.backend.functions_version().await?;
         if version == self.read_snapshot().version {
             return Ok(false);

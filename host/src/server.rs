@@ -28,6 +28,8 @@ use crate::{admin, fleet, invoke, openapi, status};
 
 /// Default largest request body a function receives (413 beyond).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+/// Default for [`Settings::body_timeout`].
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default largest component an operator may upload (413 beyond).
 pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
 /// Default wall-clock limit of one invocation (504 beyond).
@@ -54,6 +56,12 @@ pub struct Settings {
     pub guest_threads: usize,
     /// Run guest threads at the lowest scheduling priority.
     pub low_priority_guests: bool,
+    /// Longest a request body may take to arrive (408 beyond): a slow client cannot hold a
+    /// connection, a buffer and an in-flight place for long.
+    pub body_timeout: Duration,
+    /// Invocations in flight at once, counted before the body is read; past it the host
+    /// answers 503 at once (load shedding) instead of buffering more bodies.
+    pub max_in_flight: usize,
     /// Host-wide per-request bounds; `max_memory_bytes` is also the most a function may ask
     /// for at deploy (`?memory_mib=`).
     pub limits: RequestLimits,
@@ -69,6 +77,8 @@ impl std::fmt::Debug for Settings {
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("body_timeout", &self.body_timeout)
+            .field("max_in_flight", &self.max_in_flight)
             .field("max_component_bytes", &self.max_component_bytes)
             .field("max_instances", &self.max_instances)
             .field(
@@ -104,6 +114,8 @@ impl Default for Settings {
         Settings {
             admin_token: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_in_flight: DEFAULT_MAX_INSTANCES as usize * 2,
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
             max_instances: DEFAULT_MAX_INSTANCES,
             max_concurrency_per_function: DEFAULT_MAX_INSTANCES as usize / 2,
@@ -132,6 +144,8 @@ pub struct AppState {
     pub instance_slots: Arc<Semaphore>,
     /// Failed admin logins per client address.
     pub auth_failures: Arc<AuthFailures>,
+    /// One permit per invocation in flight ([`Settings::max_in_flight`]).
+    pub in_flight: Arc<Semaphore>,
     /// The runtime guests run on, and each function's concurrency cap.
     pub guests: Arc<Guests>,
     /// This host's identity and recent figures, for its heartbeat and the status page.
@@ -149,6 +163,7 @@ impl AppState {
             registry,
             instance_slots: Arc::new(Semaphore::new(settings.max_instances as usize)),
             auth_failures: Arc::default(),
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
             guests: Arc::new(Guests::new(
                 settings.guest_threads,
                 settings.max_concurrency_per_function,
@@ -351,10 +366,12 @@ async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResp
     )
 }
 
-/// Reads a request body of at most `limit` bytes; `what` names it in the 413 message.
+/// Reads a request body of at most `limit` bytes within `deadline`; `what` names it in the 413
+/// and 408 messages.
 pub async fn read_body(
     request: Request<Body>,
     limit: usize,
+    deadline: Duration,
     what: &str,
     flag: &str,
 ) -> Result<Bytes, HostError> {
@@ -371,7 +388,18 @@ pub async fn read_body(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(request.into_body(), limit).collect().await {
+    let collected = tokio::time::timeout(
+        deadline,
+        Limited::new(request.into_body(), limit).collect(),
+    )
+    .await
+    .map_err(|_| {
+        HostError::RequestTimeout(format!(
+            "the {what} did not arrive within {deadline:?} (host option --body-timeout-ms); \
+                 send it at once"
+        ))
+    })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
         Err(e) => Err(HostError::BadRequest(format!(

@@ -157,11 +157,24 @@ impl Redis {
         let up = wait_until(Duration::from_secs(5), || {
             exited(&mut redis) || redis.ping()
         });
-        (up && !exited(&mut redis)).then_some(redis)
+        // On a reused port another test's server may be the one answering: only ours will do.
+        (up && !exited(&mut redis) && redis.server_pid() == Some(redis.child.id())).then_some(redis)
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The process id of the server answering on our port (`INFO server`'s `process_id`).
+    fn server_pid(&self) -> Option<u32> {
+        let mut client = redis::Client::open(self.url())
+            .ok()?
+            .get_connection()
+            .ok()?;
+        let info: String = redis::cmd("INFO").arg("server").query(&mut client).ok()?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
     }
 
     fn ping(&self) -> bool {

@@ -15,6 +15,11 @@ use crate::kv::KvSession;
 /// runtimes a few thousand).
 pub const MAX_TABLE_ELEMENTS: usize = 20_000;
 
+/// Most resources (streams, bodies, buckets, cas handles...) one request's guest may hold at
+/// once. wasmtime's default is 1,000,000 entries of host memory outside the guest's memory
+/// limit; real guests hold a few dozen.
+pub const MAX_RESOURCES: usize = 10_000;
+
 /// The store data of one request.
 pub struct HostState {
     wasi: WasiCtx,
@@ -42,7 +47,11 @@ impl HostState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             http_hooks: DenyOutbound,
-            table: ResourceTable::new(),
+            table: {
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(MAX_RESOURCES);
+                table
+            },
             limits: MemoryLimits {
                 max_memory_bytes,
                 hit: false,

@@ -204,6 +204,11 @@ impl KvSession {
         self.measured("compare_and_swap", async {
             let key = storage_key(bucket, key)?;
             validate_value(new)?;
+            // `expected` travels to Redis too: no value can be larger than the limit, so a larger
+            // `expected` could never match and is refused before it costs the shared connection.
+            if let Some(expected) = expected {
+                validate_value(expected)?;
+            }
             Ok(self
                 .backend
                 .compare_and_swap(&key, expected, new, ttl_seconds)
@@ -349,6 +354,16 @@ mod tests {
                 .as_deref(),
             Some("gf:kv:{pizza}:gf:kv:{other}:x")
         );
+    }
+
+    #[tokio::test]
+    async fn compare_and_swap_refuses_an_expected_value_larger_than_any_value() {
+        let session = session("pizza");
+        let huge = vec![0u8; MAX_VALUE_BYTES + 1];
+        let swapped = session
+            .compare_and_swap(session.default_bucket(), "k", Some(&huge), b"new", None)
+            .await;
+        assert!(matches!(swapped, Err(KvError::ValueTooLarge(_))));
     }
 
     #[test]
