@@ -113,3 +113,29 @@ async fn unbounded_recursion_is_500_naming_a_stack_overflow() {
     // The host keeps serving.
     assert_eq!(get_json(&host.fn_url("mb/")).await.0, 200);
 }
+
+#[tokio::test]
+async fn every_log_line_of_a_request_carries_its_request_id() {
+    let redis = Redis::start();
+    let host = Host::start_tuned(&redis, &["--log-format", "json"]);
+    host.deploy_ok("mb", None, "misbehave").await;
+    let response = client().get(host.fn_url("mb/trap")).send().await.expect("GET");
+    assert_eq!(response.status(), 500);
+    let id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("a request id")
+        .to_owned();
+    // The trap's warning and the guest's panic line (stderr) both name the request.
+    let lines: Vec<serde_json::Value> = host
+        .log_contents()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|line: &serde_json::Value| line.to_string().contains("deliberate trap"))
+        .collect();
+    assert!(lines.len() >= 2, "the trap is logged and the guest's stderr too: {lines:?}");
+    for line in &lines {
+        assert!(line.to_string().contains(&id), "a line without the request id: {line}");
+    }
+}

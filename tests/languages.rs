@@ -209,3 +209,29 @@ fn tempdir(what: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compile_past_the_bound_is_422_and_the_host_keeps_serving() {
+    let redis = Redis::start();
+    // A private cache, so the Python runtime really compiles (several seconds) against a 1 s
+    // bound; a small function compiles well within it.
+    let cache = tempdir("compile-bound-cache");
+    let cache_arg = cache.to_str().expect("utf-8 path");
+    let host = Host::start_tuned(
+        &redis,
+        &["--compile-cache", cache_arg, "--compile-timeout-secs", "1"],
+    );
+    host.deploy_ok("probe", None, "recycle-probe").await;
+    let (status, body) =
+        support::json(host.deploy("py", None, function("python-probe")).await).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("did not compile within"),
+        "{body}"
+    );
+    assert_eq!(post_json(&host.fn_url("probe")).await.0, 200);
+    std::fs::remove_dir_all(&cache).ok();
+}

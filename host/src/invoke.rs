@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tracing::Instrument;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -37,6 +38,15 @@ const HOST_OWNED_HEADERS: &[HeaderName] = &[
 /// percent-encoded name is not a name at all.
 pub async fn invoke(State(state): State<AppState>, request: Request<Body>) -> Response {
     let request_id = new_request_id();
+    // Every line the host logs for this request (its errors, its guest's output, kv failures,
+    // on whichever runtime) carries the request id, so one request can be followed in the log.
+    let span = tracing::info_span!("request", request_id = %request_id);
+    invoke_in_span(state, request, request_id)
+        .instrument(span)
+        .await
+}
+
+async fn invoke_in_span(state: AppState, request: Request<Body>, request_id: String) -> Response {
     let started = Instant::now();
     let (name, path) = split_route(request.uri().path());
     let (name, path) = (name.to_owned(), path.to_owned());
@@ -180,21 +190,24 @@ async fn call(
     // even if the client goes away.
     let (outcome, log) = state
         .guests
-        .run(async move {
-            let outcome = runtime
-                .call(
-                    &function,
-                    &ready.compiled,
-                    kv,
-                    &log,
-                    &limits,
-                    &metrics,
-                    guest_request,
-                )
-                .await;
-            drop((instance_slot, function_slot));
-            (outcome, log)
-        })
+        .run(
+            async move {
+                let outcome = runtime
+                    .call(
+                        &function,
+                        &ready.compiled,
+                        kv,
+                        &log,
+                        &limits,
+                        &metrics,
+                        guest_request,
+                    )
+                    .await;
+                drop((instance_slot, function_slot));
+                (outcome, log)
+            }
+            .in_current_span(),
+        )
         .await
         .map_err(|e| HostError::Internal(format!("the guest task failed: {e}")))?;
     log.emit();
