@@ -119,7 +119,11 @@ async fn every_log_line_of_a_request_carries_its_request_id() {
     let redis = Redis::start();
     let host = Host::start_tuned(&redis, &["--log-format", "json"]);
     host.deploy_ok("mb", None, "misbehave").await;
-    let response = client().get(host.fn_url("mb/trap")).send().await.expect("GET");
+    let response = client()
+        .get(host.fn_url("mb/trap"))
+        .send()
+        .await
+        .expect("GET");
     assert_eq!(response.status(), 500);
     let id = response
         .headers()
@@ -134,8 +138,14 @@ async fn every_log_line_of_a_request_carries_its_request_id() {
         .filter_map(|line| serde_json::from_str(line).ok())
         .filter(|line: &serde_json::Value| line.to_string().contains("deliberate trap"))
         .collect();
-    assert!(lines.len() >= 2, "the trap is logged and the guest's stderr too: {lines:?}");
+    assert!(
+        lines.len() >= 2,
+        "the trap is logged and the guest's stderr too: {lines:?}"
+    );
     for line in &lines {
-        assert!(line.to_string().contains(&id), "a line without the request id: {line}");
+        assert!(
+            line.to_string().contains(&id),
+            "a line without the request id: {line}"
+        );
     }
 }

@@ -204,3 +204,59 @@ async fn past_the_in_flight_cap_the_host_sheds_load_at_once() {
     assert_eq!(slow.await.expect("task").expect("response").status(), 200);
     assert_eq!(get_status(&host.fn_url("mb/")).await, 200);
 }
+
+#[tokio::test]
+async fn a_request_past_its_kv_budget_gets_an_error_saying_so_and_a_metric_counts_it() {
+    let redis = Redis::start();
+    let host = Host::start_tuned(&redis, &["--kv-ops", "50"]);
+    // A function may lower its own budget at deploy.
+    let url = format!("{}/v1/functions/mb?kv_ops=5", host.url);
+    let (status, entry) =
+        support::json(host.deploy_to(&url, support::guest("misbehave")).await).await;
+    assert_eq!(
+        (status, entry["kv_ops"].clone()),
+        (201, serde_json::json!(5))
+    );
+    for i in 0..8 {
+        let put = client()
+            .put(host.fn_url(&format!("mb/kv?key=k{i}")))
+            .body("v")
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(
+            put.status(),
+            200,
+            "one kv call per request is within budget"
+        );
+    }
+    // Listing eight keys one per page takes more than five kv calls in one request.
+    let response = client()
+        .get(host.fn_url("mb/kv-list?limit=1"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        response.status(),
+        503,
+        "the guest answered with the error it got"
+    );
+    let body = response.text().await.expect("body");
+    assert!(body.contains("kv budget exceeded"), "{body}");
+    assert!(body.contains("5 kv operations"), "{body}");
+    let metrics = client()
+        .get(format!("{}/metrics", host.url))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        metrics.contains("outcome=\"budget_exceeded\""),
+        "a metric counts refused calls"
+    );
+    // The next request starts with a fresh budget.
+    let (status, _) = get_json(&host.fn_url("mb/kv?key=k0")).await;
+    assert_eq!(status, 200);
+}

@@ -34,6 +34,10 @@ pub struct DeployQuery {
     memory_mib: Option<u32>,
     /// This function's CPU budget per call in milliseconds, at most the host's `--cpu-ms`.
     cpu_ms: Option<u32>,
+    /// This function's kv operations per call, at most the host's `--kv-ops`.
+    kv_ops: Option<u64>,
+    /// This function's kv bytes per call, at most the host's `--kv-bytes`.
+    kv_bytes: Option<u64>,
 }
 
 /// `PUT /v1/functions/{name}?app={app}`: validate, store and serve a component as the name's
@@ -75,6 +79,12 @@ pub async fn deploy(
              (host option --memory-mib)"
         )));
     }
+    if query.kv_ops == Some(0) || query.kv_bytes == Some(0) {
+        return Err(HostError::BadRequest(
+            "kv_ops and kv_bytes must be at least 1 (the host's --kv-ops and --kv-bytes cap them)"
+                .into(),
+        ));
+    }
     if query.cpu_ms == Some(0) {
         return Err(HostError::BadRequest(
             "cpu_ms=0 is out of range: give the CPU budget per call in milliseconds, at least 1 \
@@ -93,6 +103,8 @@ pub async fn deploy(
             FunctionLimits {
                 memory_mib: query.memory_mib,
                 cpu_ms: query.cpu_ms,
+                kv_ops: query.kv_ops,
+                kv_bytes: query.kv_bytes,
             },
             by,
         )

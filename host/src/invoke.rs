@@ -176,10 +176,11 @@ async fn call(
             })?
             .map_err(|_| HostError::Unavailable("the host is shutting down".into()))?;
     let log = GuestLog::new(name, request_id);
-    let kv = KvSession::new(
+    let kv = KvSession::with_budget(
         state.backend.clone(),
         &ready.entry.app,
         state.metrics.clone(),
+        state.settings.kv_budget_for(&ready.entry),
     );
     let limits = state.settings.limits_for(&ready.entry);
     let runtime = state.runtime.clone();

@@ -90,6 +90,15 @@ struct ServeArgs {
     /// Largest request body passed to a function, in bytes.
     #[arg(long, env = "GOLDFISH_MAX_BODY_BYTES", default_value_t = server::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    /// kv operations one request may make (each key of a batch counts); past it the guest's kv
+    /// calls fail, saying so.
+    #[arg(long, env = "GOLDFISH_KV_OPS", default_value_t = goldfish::kv::DEFAULT_KV_OPS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    kv_ops: u64,
+    /// Bytes one request may move through kv (keys and values sent, values read).
+    #[arg(long, env = "GOLDFISH_KV_BYTES", default_value_t = goldfish::kv::DEFAULT_KV_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    kv_bytes: u64,
     /// Longest a request body may take to arrive, in milliseconds (408 beyond).
     #[arg(long, env = "GOLDFISH_BODY_TIMEOUT_MS", default_value_t = server::DEFAULT_BODY_TIMEOUT.as_millis() as u64)]
     body_timeout_ms: u64,
@@ -261,6 +270,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings {
         admin_token: args.admin_token.filter(|t| !t.is_empty()),
         max_body_bytes: args.max_body_bytes,
+        kv_budget: goldfish::kv::KvBudget {
+            max_ops: args.kv_ops,
+            max_bytes: args.kv_bytes,
+        },
         body_timeout: Duration::from_millis(args.body_timeout_ms),
         max_in_flight: args
             .max_in_flight

@@ -102,6 +102,12 @@ pub struct FunctionEntry {
     /// CPU budget per call set at deploy (`?cpu_ms=`), in milliseconds; `None` means the host's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_ms: Option<u32>,
+    /// kv operations per call set at deploy (`?kv_ops=`); `None` means the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_ops: Option<u64>,
+    /// kv bytes per call set at deploy (`?kv_bytes=`); `None` means the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_bytes: Option<u64>,
     /// Who deployed it: the label of the admin token used (absent before versions existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
@@ -112,6 +118,8 @@ pub struct FunctionEntry {
 pub struct FunctionLimits {
     pub memory_mib: Option<u32>,
     pub cpu_ms: Option<u32>,
+    pub kv_ops: Option<u64>,
+    pub kv_bytes: Option<u64>,
 }
 
 /// Why a deploy failed.
@@ -281,6 +289,8 @@ impl Registry {
             world: Some(compiled.world()),
             memory_mib: limits.memory_mib,
             cpu_ms: limits.cpu_ms,
+            kv_ops: limits.kv_ops,
+            kv_bytes: limits.kv_bytes,
             // Numbered when committed, against the history as it is then.
             version: 0,
             by: Some(by.to_owned()),

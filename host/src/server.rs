@@ -22,6 +22,7 @@ use crate::backend::Backend;
 use crate::engine::{DEFAULT_MAX_INSTANCES, RequestLimits, Runtime};
 use crate::error::HostError;
 use crate::guests::Guests;
+use crate::kv::KvBudget;
 use crate::metrics::Metrics;
 use crate::registry::{CompileSettings, FunctionEntry, Registry};
 use crate::{admin, fleet, invoke, openapi, status};
@@ -65,6 +66,8 @@ pub struct Settings {
     /// Host-wide per-request bounds; `max_memory_bytes` is also the most a function may ask
     /// for at deploy (`?memory_mib=`).
     pub limits: RequestLimits,
+    /// What one request may do through kv (operations, bytes).
+    pub kv_budget: KvBudget,
     /// How compiles run: how many at once, how long each may take, where machine code is cached.
     pub compile: CompileSettings,
 }
@@ -88,12 +91,26 @@ impl std::fmt::Debug for Settings {
             .field("guest_threads", &self.guest_threads)
             .field("low_priority_guests", &self.low_priority_guests)
             .field("limits", &self.limits)
+            .field("kv_budget", &self.kv_budget)
             .field("compile", &self.compile)
             .finish()
     }
 }
 
 impl Settings {
+    /// The kv budget of one call of `entry`: the host's, or the function's own when it set a
+    /// smaller one at deploy.
+    pub fn kv_budget_for(&self, entry: &FunctionEntry) -> KvBudget {
+        KvBudget {
+            max_ops: entry.kv_ops.map_or(self.kv_budget.max_ops, |own| {
+                own.min(self.kv_budget.max_ops)
+            }),
+            max_bytes: entry.kv_bytes.map_or(self.kv_budget.max_bytes, |own| {
+                own.min(self.kv_budget.max_bytes)
+            }),
+        }
+    }
+
     /// The bounds for one call of `entry`: the host's, with the function's own memory limit
     /// when it set one at deploy (never above the host's).
     pub fn limits_for(&self, entry: &FunctionEntry) -> RequestLimits {
@@ -126,6 +143,7 @@ impl Default for Settings {
                 timeout: DEFAULT_TIMEOUT,
                 cpu_budget: Some(DEFAULT_CPU_BUDGET),
             },
+            kv_budget: KvBudget::default(),
             compile: CompileSettings::default(),
         }
     }

@@ -568,6 +568,8 @@ mod tests {
             world: None,
             memory_mib: None,
             cpu_ms: None,
+            kv_ops: None,
+            kv_bytes: None,
             by: None,
         }]);
         let html = render(&view);

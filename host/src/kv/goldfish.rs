@@ -12,8 +12,11 @@ impl From<KvError> for Error {
             KvError::NotAnInteger => Error::NotAnInteger,
             KvError::InvalidCursor => Error::InvalidCursor,
             KvError::Unavailable(reason) => Error::Unavailable(reason),
-            // 0.1.0 has no case for a refusal; none of its calls can be refused today.
-            KvError::Refused(reason) => Error::Unavailable(reason),
+            // 0.1.0 has no case for a refusal: `unavailable` says what happened (its doc covers
+            // it: the call had no effect, retrying in the same request will not help).
+            KvError::Refused(reason) | KvError::BudgetExceeded(reason) => {
+                Error::Unavailable(reason)
+            }
         }
     }
 }

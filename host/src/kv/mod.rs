@@ -15,6 +15,7 @@ pub mod keyvalue_draft2;
 pub mod spin;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::backend::{Backend, BackendError, KeyPage, keys};
@@ -31,6 +32,29 @@ pub const MAX_LIST_LIMIT: u32 = 1000;
 pub const MAX_BUCKET_BYTES: usize = 64;
 /// Most keys one batch call (`get-many`, `set-many`, `delete-many`) may name.
 pub const MAX_BATCH_KEYS: usize = 1000;
+/// Default for [`KvBudget::max_ops`].
+pub const DEFAULT_KV_OPS: u64 = 1000;
+/// Default for [`KvBudget::max_bytes`].
+pub const DEFAULT_KV_BYTES: u64 = 16 << 20;
+
+/// What one request may do through kv: a guest looping on kv cannot flood the shared Redis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvBudget {
+    /// Operations (each key of a batch counts).
+    pub max_ops: u64,
+    /// Bytes of keys and values sent plus values read.
+    pub max_bytes: u64,
+}
+
+impl Default for KvBudget {
+    fn default() -> Self {
+        KvBudget {
+            max_ops: DEFAULT_KV_OPS,
+            max_bytes: DEFAULT_KV_BYTES,
+        }
+    }
+}
+
 /// The bucket (wasi:keyvalue) and label (Spin) that name the app's own keyspace.
 pub const DEFAULT_BUCKET: &str = "default";
 
@@ -66,6 +90,9 @@ pub enum KvError {
     /// Not a storage failure: the guest asked for more than one call may do.
     #[error("{0}")]
     Refused(String),
+    /// The request has used up its kv budget; the call had no effect.
+    #[error("{0}")]
+    BudgetExceeded(String),
 }
 
 impl From<BackendError> for KvError {
@@ -89,11 +116,29 @@ pub struct KvSession {
     /// the guest gets an index into this list. Valid for the request that made them, which is
     /// the whole life of the instance that can use them.
     pub(crate) draft_cursors: Vec<String>,
+    budget: KvBudget,
+    /// Operations and bytes used so far. Atomics only because the session is shared by
+    /// reference across `.await`s; one request uses it from one task.
+    ops_used: AtomicU64,
+    bytes_used: AtomicU64,
 }
 
 impl KvSession {
+    /// A session with the default [`KvBudget`].
     pub fn new(backend: Backend, app: &str, metrics: Arc<Metrics>) -> Self {
+        Self::with_budget(backend, app, metrics, KvBudget::default())
+    }
+
+    pub fn with_budget(
+        backend: Backend,
+        app: &str,
+        metrics: Arc<Metrics>,
+        budget: KvBudget,
+    ) -> Self {
         KvSession {
+            budget,
+            ops_used: AtomicU64::new(0),
+            bytes_used: AtomicU64::new(0),
             backend,
             app: app.into(),
             default: Bucket {
@@ -126,14 +171,41 @@ impl KvSession {
         })
     }
 
-    /// Runs one operation and records its outcome and latency.
+    /// Charges one operation sending `bytes` to the budget, or refuses it if the budget is
+    /// used up.
+    fn charge(&self, bytes: usize) -> Result<(), KvError> {
+        let ops = self.ops_used.fetch_add(1, Ordering::Relaxed) + 1;
+        let total = self.bytes_used.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
+        if ops > self.budget.max_ops {
+            return Err(KvError::BudgetExceeded(format!(
+                "kv budget exceeded: this request may make {} kv operations (host option \
+                 --kv-ops, ?kv_ops= at deploy)",
+                self.budget.max_ops
+            )));
+        }
+        if total > self.budget.max_bytes {
+            return Err(KvError::BudgetExceeded(format!(
+                "kv budget exceeded: this request may move {} bytes through kv (host option \
+                 --kv-bytes, ?kv_bytes= at deploy)",
+                self.budget.max_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs one operation sending `bytes` (after charging it to the budget) and records its
+    /// outcome and latency.
     async fn measured<T>(
         &self,
         op: &'static str,
+        bytes: usize,
         call: impl Future<Output = Result<T, KvError>>,
     ) -> Result<T, KvError> {
         let started = Instant::now();
-        let result = call.await;
+        let result = match self.charge(bytes) {
+            Ok(()) => call.await,
+            Err(e) => Err(e),
+        };
         let outcome = match &result {
             Ok(_) => "ok",
             Err(KvError::InvalidKey(_)) => "invalid_key",
@@ -142,16 +214,24 @@ impl KvSession {
             Err(KvError::InvalidCursor) => "invalid_cursor",
             Err(KvError::Unavailable(_)) => "unavailable",
             Err(KvError::Refused(_)) => "refused",
+            Err(KvError::BudgetExceeded(_)) => "budget_exceeded",
         };
         self.metrics.kv_call(op, outcome, started.elapsed());
         result
     }
 
     pub async fn get(&self, bucket: &Bucket, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        self.measured("get", async {
-            Ok(self.backend.get(&storage_key(bucket, key)?).await?)
-        })
-        .await
+        let value = self
+            .measured("get", key.len(), async {
+                Ok(self.backend.get(&storage_key(bucket, key)?).await?)
+            })
+            .await?;
+        // What a read brings back counts too (charged after, so the next call sees it).
+        if let Some(value) = &value {
+            self.bytes_used
+                .fetch_add(value.len() as u64, Ordering::Relaxed);
+        }
+        Ok(value)
     }
 
     pub async fn set(
@@ -161,7 +241,7 @@ impl KvSession {
         value: &[u8],
         ttl_seconds: Option<u32>,
     ) -> Result<(), KvError> {
-        self.measured("set", async {
+        self.measured("set", key.len() + value.len(), async {
             let key = storage_key(bucket, key)?;
             validate_value(value)?;
             Ok(self.backend.set(&key, value, ttl_seconds).await?)
@@ -170,21 +250,21 @@ impl KvSession {
     }
 
     pub async fn delete(&self, bucket: &Bucket, key: &str) -> Result<bool, KvError> {
-        self.measured("delete", async {
+        self.measured("delete", key.len(), async {
             Ok(self.backend.delete(&storage_key(bucket, key)?).await?)
         })
         .await
     }
 
     pub async fn exists(&self, bucket: &Bucket, key: &str) -> Result<bool, KvError> {
-        self.measured("exists", async {
+        self.measured("exists", key.len(), async {
             Ok(self.backend.exists(&storage_key(bucket, key)?).await?)
         })
         .await
     }
 
     pub async fn increment(&self, bucket: &Bucket, key: &str, delta: i64) -> Result<i64, KvError> {
-        self.measured("increment", async {
+        self.measured("increment", key.len(), async {
             Ok(self
                 .backend
                 .increment(&storage_key(bucket, key)?, delta)
@@ -201,7 +281,8 @@ impl KvSession {
         new: &[u8],
         ttl_seconds: Option<u32>,
     ) -> Result<bool, KvError> {
-        self.measured("compare_and_swap", async {
+        let sent = key.len() + new.len() + expected.map_or(0, <[u8]>::len);
+        self.measured("compare_and_swap", sent, async {
             let key = storage_key(bucket, key)?;
             validate_value(new)?;
             // `expected` travels to Redis too: no value can be larger than the limit, so a larger
@@ -226,7 +307,7 @@ impl KvSession {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<KeyPage, KvError> {
-        self.measured("list_keys", async {
+        self.measured("list_keys", prefix.len(), async {
             if prefix.len() > MAX_KEY_BYTES || prefix.chars().any(char::is_control) {
                 return Err(KvError::InvalidKey(
                     "prefix is too long or contains a control character".into(),
@@ -353,6 +434,49 @@ mod tests {
                 .ok()
                 .as_deref(),
             Some("gf:kv:{pizza}:gf:kv:{other}:x")
+        );
+    }
+
+    #[tokio::test]
+    async fn past_its_budget_a_request_gets_an_error_saying_so_and_nothing_happens() {
+        let metrics = Metrics::new().expect("metrics");
+        let budget = KvBudget {
+            max_ops: 3,
+            max_bytes: 1 << 20,
+        };
+        let session = KvSession::with_budget(
+            Backend::Memory(Default::default()),
+            "pizza",
+            metrics,
+            budget,
+        );
+        let bucket = session.default_bucket().clone();
+        for _ in 0..3 {
+            assert!(session.increment(&bucket, "n", 1).await.is_ok());
+        }
+        let refused = session.increment(&bucket, "n", 1).await;
+        assert!(
+            matches!(&refused, Err(KvError::BudgetExceeded(m)) if m.contains("3 kv operations")),
+            "{refused:?}"
+        );
+        let backend = Backend::Memory(Default::default());
+        let small = KvBudget {
+            max_ops: 100,
+            max_bytes: 10,
+        };
+        let bytes =
+            KvSession::with_budget(backend.clone(), "pizza", Metrics::new().expect("m"), small);
+        let bucket = bytes.default_bucket().clone();
+        let refused = bytes.set(&bucket, "k", b"more than ten bytes", None).await;
+        assert!(
+            matches!(refused, Err(KvError::BudgetExceeded(_))),
+            "{refused:?}"
+        );
+        let fresh = KvSession::new(backend, "pizza", Metrics::new().expect("m"));
+        assert_eq!(
+            fresh.get(&bucket, "k").await,
+            Ok(None),
+            "the refused write had no effect"
         );
     }
 
