@@ -14,12 +14,6 @@ fn other(e: KvError) -> store::Error {
     store::Error::Other(e.to_string())
 }
 
-impl HostState {
-    fn draft_bucket(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<Bucket> {
-        Ok(self.table.get(bucket)?.clone())
-    }
-}
-
 impl store::Host for HostState {
     async fn open(&mut self, identifier: String) -> Result<Resource<Bucket>> {
         match self.kv.open(&identifier) {
@@ -30,36 +24,14 @@ impl store::Host for HostState {
 }
 
 impl store::HostBucket for HostState {
-    async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Option<Vec<u8>>> {
-        let bucket = self.draft_bucket(&bucket)?;
-        Ok(self.kv.get(&bucket, &key).await.map_err(other))
-    }
-
-    async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Result<()> {
-        let bucket = self.draft_bucket(&bucket)?;
-        Ok(self
-            .kv
-            .set(&bucket, &key, &value, None)
-            .await
-            .map_err(other))
-    }
-
-    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<()> {
-        let bucket = self.draft_bucket(&bucket)?;
-        Ok(self.kv.delete(&bucket, &key).await.map(drop).map_err(other))
-    }
-
-    async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool> {
-        let bucket = self.draft_bucket(&bucket)?;
-        Ok(self.kv.exists(&bucket, &key).await.map_err(other))
-    }
+    crate::kv::bucket_basics!();
 
     async fn list_keys(
         &mut self,
         bucket: Resource<Bucket>,
         cursor: Option<u64>,
     ) -> Result<store::KeyResponse> {
-        let bucket = self.draft_bucket(&bucket)?;
+        let bucket = self.bucket(&bucket)?;
         let backend_cursor = match cursor {
             None => None,
             Some(index) => match self.kv.draft_cursors.get(index as usize) {
@@ -98,7 +70,7 @@ impl atomics::Host for HostState {
         key: String,
         delta: u64,
     ) -> Result<u64> {
-        let bucket = self.draft_bucket(&bucket)?;
+        let bucket = self.bucket(&bucket)?;
         let Ok(delta) = i64::try_from(delta) else {
             return Ok(Err(other(KvError::NotAnInteger)));
         };
@@ -119,7 +91,7 @@ impl batch::Host for HostState {
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> Result<Vec<Option<(String, Vec<u8>)>>> {
-        let bucket = self.draft_bucket(&bucket)?;
+        let bucket = self.bucket(&bucket)?;
         let values = self.kv.get_many(&bucket, keys).await.map_err(other);
         // This draft answers a missing key with `none` in place of the pair.
         Ok(values.map(|values| {
@@ -135,12 +107,12 @@ impl batch::Host for HostState {
         bucket: Resource<Bucket>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> Result<()> {
-        let bucket = self.draft_bucket(&bucket)?;
+        let bucket = self.bucket(&bucket)?;
         Ok(self.kv.set_many(&bucket, key_values).await.map_err(other))
     }
 
     async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Result<()> {
-        let bucket = self.draft_bucket(&bucket)?;
+        let bucket = self.bucket(&bucket)?;
         Ok(self.kv.delete_many(&bucket, keys).await.map_err(other))
     }
 }

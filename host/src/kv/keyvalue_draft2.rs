@@ -14,12 +14,6 @@ fn other(e: KvError) -> store::Error {
     store::Error::Other(e.to_string())
 }
 
-impl HostState {
-    fn draft2_bucket(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<Bucket> {
-        Ok(self.table.get(bucket)?.clone())
-    }
-}
-
 impl store::Host for HostState {
     async fn open(&mut self, identifier: String) -> Result<Resource<Bucket>> {
         match self.kv.open(&identifier) {
@@ -30,36 +24,14 @@ impl store::Host for HostState {
 }
 
 impl store::HostBucket for HostState {
-    async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Option<Vec<u8>>> {
-        let bucket = self.draft2_bucket(&bucket)?;
-        Ok(self.kv.get(&bucket, &key).await.map_err(other))
-    }
-
-    async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Result<()> {
-        let bucket = self.draft2_bucket(&bucket)?;
-        Ok(self
-            .kv
-            .set(&bucket, &key, &value, None)
-            .await
-            .map_err(other))
-    }
-
-    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<()> {
-        let bucket = self.draft2_bucket(&bucket)?;
-        Ok(self.kv.delete(&bucket, &key).await.map(drop).map_err(other))
-    }
-
-    async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool> {
-        let bucket = self.draft2_bucket(&bucket)?;
-        Ok(self.kv.exists(&bucket, &key).await.map_err(other))
-    }
+    crate::kv::bucket_basics!();
 
     async fn list_keys(
         &mut self,
         bucket: Resource<Bucket>,
         cursor: Option<String>,
     ) -> Result<store::KeyResponse> {
-        let bucket = self.draft2_bucket(&bucket)?;
+        let bucket = self.bucket(&bucket)?;
         Ok(self
             .kv
             .list(&bucket, "", cursor.as_deref(), MAX_LIST_LIMIT)
@@ -84,7 +56,7 @@ impl atomics::Host for HostState {
         key: String,
         delta: i64,
     ) -> Result<i64> {
-        let bucket = self.draft2_bucket(&bucket)?;
+        let bucket = self.bucket(&bucket)?;
         Ok(self.kv.increment(&bucket, &key, delta).await.map_err(other))
     }
 
@@ -113,7 +85,7 @@ impl atomics::Host for HostState {
 
 impl atomics::HostCas for HostState {
     async fn new(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Resource<Cas>> {
-        let bucket = self.draft2_bucket(&bucket)?;
+        let bucket = self.bucket(&bucket)?;
         let current = match self.kv.get(&bucket, &key).await {
             Ok(current) => current,
             Err(e) => return Ok(Err(other(e))),
@@ -141,7 +113,7 @@ impl batch::Host for HostState {
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> Result<Vec<(String, Option<Vec<u8>>)>> {
-        let bucket = self.draft2_bucket(&bucket)?;
+        let bucket = self.bucket(&bucket)?;
         Ok(self.kv.get_many(&bucket, keys).await.map_err(other))
     }
 
@@ -150,12 +122,12 @@ impl batch::Host for HostState {
         bucket: Resource<Bucket>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> Result<()> {
-        let bucket = self.draft2_bucket(&bucket)?;
+        let bucket = self.bucket(&bucket)?;
         Ok(self.kv.set_many(&bucket, key_values).await.map_err(other))
     }
 
     async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Result<()> {
-        let bucket = self.draft2_bucket(&bucket)?;
+        let bucket = self.bucket(&bucket)?;
         Ok(self.kv.delete_many(&bucket, keys).await.map_err(other))
     }
 }

@@ -9,11 +9,6 @@
 //! Bucket `default` (and Spin's label `default`) *is* the keyspace `goldfish:function/kv` sees.
 //! Any other bucket name is a separate keyspace inside the same app; no name reaches another app.
 
-pub mod goldfish;
-pub mod keyvalue_draft;
-pub mod keyvalue_draft2;
-pub mod spin;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -104,6 +99,58 @@ impl From<BackendError> for KvError {
         }
     }
 }
+
+impl crate::engine::HostState {
+    /// The keyspace behind a guest's bucket (or Spin store) handle.
+    pub(crate) fn bucket(
+        &self,
+        handle: &wasmtime::component::Resource<Bucket>,
+    ) -> wasmtime::Result<Bucket> {
+        Ok(self.table.get(handle)?.clone())
+    }
+}
+
+/// `get`, `set`, `delete` and `exists` on a bucket handle, the same in both `wasi:keyvalue`
+/// drafts (only the generated `Result` and `other` error types differ); expanded inside each
+/// draft's `impl store::HostBucket`.
+macro_rules! bucket_basics {
+    () => {
+        async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Option<Vec<u8>>> {
+            let bucket = self.bucket(&bucket)?;
+            Ok(self.kv.get(&bucket, &key).await.map_err(other))
+        }
+
+        async fn set(
+            &mut self,
+            bucket: Resource<Bucket>,
+            key: String,
+            value: Vec<u8>,
+        ) -> Result<()> {
+            let bucket = self.bucket(&bucket)?;
+            Ok(self
+                .kv
+                .set(&bucket, &key, &value, None)
+                .await
+                .map_err(other))
+        }
+
+        async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<()> {
+            let bucket = self.bucket(&bucket)?;
+            Ok(self.kv.delete(&bucket, &key).await.map(drop).map_err(other))
+        }
+
+        async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool> {
+            let bucket = self.bucket(&bucket)?;
+            Ok(self.kv.exists(&bucket, &key).await.map_err(other))
+        }
+    };
+}
+pub(crate) use bucket_basics;
+
+pub mod goldfish;
+pub mod keyvalue_draft;
+pub mod keyvalue_draft2;
+pub mod spin;
 
 /// One request's view of the store: the backend, the function's app, and its default bucket.
 pub struct KvSession {

@@ -18,12 +18,6 @@ fn other(e: KvError) -> Error {
     Error::Other(e.to_string())
 }
 
-impl HostState {
-    fn spin_store(&self, store: &Resource<Bucket>) -> wasmtime::Result<Bucket> {
-        Ok(self.table.get(store)?.clone())
-    }
-}
-
 impl Host for HostState {}
 
 impl HostStore for HostState {
@@ -36,12 +30,12 @@ impl HostStore for HostState {
     }
 
     async fn get(&mut self, store: Resource<Bucket>, key: String) -> Result<Option<Vec<u8>>> {
-        let bucket = self.spin_store(&store)?;
+        let bucket = self.bucket(&store)?;
         Ok(self.kv.get(&bucket, &key).await.map_err(other))
     }
 
     async fn set(&mut self, store: Resource<Bucket>, key: String, value: Vec<u8>) -> Result<()> {
-        let bucket = self.spin_store(&store)?;
+        let bucket = self.bucket(&store)?;
         Ok(self
             .kv
             .set(&bucket, &key, &value, None)
@@ -50,17 +44,17 @@ impl HostStore for HostState {
     }
 
     async fn delete(&mut self, store: Resource<Bucket>, key: String) -> Result<()> {
-        let bucket = self.spin_store(&store)?;
+        let bucket = self.bucket(&store)?;
         Ok(self.kv.delete(&bucket, &key).await.map(drop).map_err(other))
     }
 
     async fn exists(&mut self, store: Resource<Bucket>, key: String) -> Result<bool> {
-        let bucket = self.spin_store(&store)?;
+        let bucket = self.bucket(&store)?;
         Ok(self.kv.exists(&bucket, &key).await.map_err(other))
     }
 
     async fn get_keys(&mut self, store: Resource<Bucket>) -> Result<Vec<String>> {
-        let bucket = self.spin_store(&store)?;
+        let bucket = self.bucket(&store)?;
         let mut keys = Vec::new();
         let mut cursor = None;
         loop {
