@@ -168,16 +168,13 @@ async fn call(
         ),
         None => None,
     };
-    let instance_slot =
-        tokio::time::timeout(SLOT_WAIT, state.instance_slots.clone().acquire_owned())
-            .await
-            .map_err(|_| {
-                HostError::Unavailable("the host is at its instance limit; retry shortly".into())
-            })?
-            .map_err(|_| HostError::Unavailable("the host is shutting down".into()))?;
+    let instance_slot = acquire(&state.instance_slots, || {
+        "the host is at its instance limit; retry shortly".into()
+    })
+    .await?;
     let log = GuestLog::new(name, request_id);
     let kv = KvSession::with_budget(
-        state.backend.clone(),
+        state.kv_backend.clone(),
         &ready.entry.app,
         state.metrics.clone(),
         state.settings.kv_budget_for(&ready.entry),

@@ -304,7 +304,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(dir) => tracing::info!(dir = %dir.display(), "compiled code is cached on disk"),
         None => tracing::info!("the compile cache is off"),
     }
-    let state = AppState::new(backend.clone(), settings)?;
+    let state = AppState::new(backend.clone(), settings).await?;
     state.registry.set_keep_versions(args.keep_versions);
     let listener = TcpListener::bind(&args.listen)
         .await

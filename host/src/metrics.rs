@@ -4,7 +4,8 @@
 //! One [`Metrics`] per host (not a global registry), so several hosts in one process (tests)
 //! keep separate books.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prometheus::{
@@ -34,6 +35,19 @@ pub struct Metrics {
     pub kv_duration: HistogramVec,
     pub deploys: IntCounter,
     pub compiled_components: IntGauge,
+    /// Each function's series, resolved once (see [`FunctionSeries`]).
+    functions: RwLock<HashMap<Box<str>, Arc<FunctionSeries>>>,
+}
+
+/// One function's per-request series with their label values already looked up: the hot path
+/// then finds them with one map lookup instead of hashing label values for each of four
+/// metrics. Only names that resolved to a deployed function (or [`UNKNOWN_FUNCTION`]) get one.
+struct FunctionSeries {
+    instances_created: IntCounter,
+    instances_dropped: IntCounter,
+    request_duration: Histogram,
+    /// Status → its counter, added as statuses occur (a function answers a handful).
+    requests: RwLock<Vec<(u16, IntCounter)>>,
 }
 
 impl Metrics {
@@ -105,6 +119,7 @@ impl Metrics {
                 "Compiled component digests cached on this host",
             )?,
             registry,
+            functions: RwLock::default(),
         };
         let r = &metrics.registry;
         r.register(Box::new(metrics.instances_created.clone()))?;
@@ -140,13 +155,35 @@ impl Metrics {
         function: &str,
         instantiate: Duration,
     ) -> InstanceGuard {
-        self.instances_created.with_label_values(&[function]).inc();
+        let series = self.series(function);
+        series.instances_created.inc();
         self.instances_live.inc();
         self.instantiate_duration.observe(instantiate.as_secs_f64());
         InstanceGuard {
             metrics: self.clone(),
-            function: function.to_owned(),
+            series,
         }
+    }
+
+    /// `function`'s series, created on first use.
+    fn series(&self, function: &str) -> Arc<FunctionSeries> {
+        let read = self.functions.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(series) = read.get(function) {
+            return series.clone();
+        }
+        drop(read);
+        let mut write = self.functions.write().unwrap_or_else(|p| p.into_inner());
+        write
+            .entry(function.into())
+            .or_insert_with(|| {
+                Arc::new(FunctionSeries {
+                    instances_created: self.instances_created.with_label_values(&[function]),
+                    instances_dropped: self.instances_dropped.with_label_values(&[function]),
+                    request_duration: self.request_duration.with_label_values(&[function]),
+                    requests: RwLock::default(),
+                })
+            })
+            .clone()
     }
 
     pub fn kv_call(&self, op: &str, outcome: &str, elapsed: Duration) {
@@ -157,37 +194,35 @@ impl Metrics {
     }
 
     pub fn request(&self, function: &str, status: u16, elapsed: Duration) {
-        // Every status the host answers is a valid one; its text is static, not formatted.
-        let code = http::StatusCode::from_u16(status).ok();
-        let owned;
-        let status_label = match &code {
-            Some(code) => code.as_str(),
-            None => {
-                owned = status.to_string();
-                &owned
-            }
-        };
-        self.requests
-            .with_label_values(&[function, status_label])
-            .inc();
-        self.request_duration
-            .with_label_values(&[function])
-            .observe(elapsed.as_secs_f64());
+        let series = self.series(function);
+        series.request_duration.observe(elapsed.as_secs_f64());
+        let known = series.requests.read().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, counter)) = known.iter().find(|(s, _)| *s == status) {
+            counter.inc();
+            return;
+        }
+        drop(known);
+        let status_label = status.to_string();
+        let counter = self
+            .requests
+            .with_label_values(&[function, status_label.as_str()]);
+        counter.inc();
+        let mut known = series.requests.write().unwrap_or_else(|p| p.into_inner());
+        if !known.iter().any(|(s, _)| *s == status) {
+            known.push((status, counter));
+        }
     }
 }
 
 /// Marks an instance live; dropping it (after the instance's store is gone) counts the drop.
 pub struct InstanceGuard {
     metrics: Arc<Metrics>,
-    function: String,
+    series: Arc<FunctionSeries>,
 }
 
 impl Drop for InstanceGuard {
     fn drop(&mut self) {
-        self.metrics
-            .instances_dropped
-            .with_label_values(&[&self.function])
-            .inc();
+        self.series.instances_dropped.inc();
         self.metrics.instances_live.dec();
     }
 }

@@ -149,10 +149,25 @@ impl Default for Settings {
     }
 }
 
-/// Shared by every handler. Cheap to clone.
+/// Shared by every handler: one `Arc`, so the clone axum makes for each request is one atomic
+/// increment rather than a dozen (and no allocation).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Shared {
     pub backend: Backend,
+    /// The same store through a connection whose I/O runs on the guest runtime: what guests'
+    /// kv calls use (see [`Backend::another_connection`]).
+    pub kv_backend: Backend,
     pub runtime: Arc<Runtime>,
     pub registry: Arc<Registry>,
     pub settings: Arc<Settings>,
@@ -171,27 +186,34 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the engine and registry over `backend`.
-    pub fn new(backend: Backend, settings: Settings) -> anyhow::Result<Self> {
+    /// Builds the engine and registry over `backend`, and the guest runtime with a connection
+    /// of its own to the same store.
+    pub async fn new(backend: Backend, settings: Settings) -> anyhow::Result<Self> {
         let runtime = Runtime::new(settings.limits.max_memory_bytes, settings.max_instances)?;
         let registry = Registry::new(backend.clone(), runtime.clone(), settings.compile.clone())?;
-        Ok(AppState {
+        let guests = Arc::new(Guests::new(
+            settings.guest_threads,
+            settings.max_concurrency_per_function,
+            settings.max_instances as usize,
+            settings.low_priority_guests,
+        )?);
+        let store = backend.clone();
+        let kv_backend = guests
+            .run(async move { store.another_connection().await })
+            .await??;
+        Ok(AppState(Arc::new(Shared {
             backend,
+            kv_backend,
             runtime,
             registry,
             instance_slots: Arc::new(Semaphore::new(settings.max_instances as usize)),
             auth_failures: Arc::default(),
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
-            guests: Arc::new(Guests::new(
-                settings.guest_threads,
-                settings.max_concurrency_per_function,
-                settings.max_instances as usize,
-                settings.low_priority_guests,
-            )?),
+            guests,
             settings: Arc::new(settings),
             metrics: Metrics::new()?,
             fleet: Arc::new(fleet::Fleet::new()),
-        })
+        })))
     }
 }
 
@@ -405,6 +427,10 @@ pub async fn read_body(
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
+    }
+    // Most requests (GET, HEAD, DELETE) carry no body: nothing to wait for, so no timer.
+    if axum::body::HttpBody::is_end_stream(request.body()) {
+        return Ok(Bytes::new());
     }
     let collected = tokio::time::timeout(
         deadline,

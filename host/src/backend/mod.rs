@@ -126,6 +126,15 @@ impl Backend {
         }
     }
 
+    /// The same store through a connection of its own whose I/O runs on the calling runtime
+    /// (see [`RedisBackend::another_connection`]); the memory store is simply shared.
+    pub async fn another_connection(&self) -> Result<Backend, BackendError> {
+        match self {
+            Backend::Redis(b) => Ok(Backend::Redis(b.another_connection().await?)),
+            Backend::Memory(b) => Ok(Backend::Memory(b.clone())),
+        }
+    }
+
     /// Checks the store answers.
     pub async fn ping(&self) -> Result<(), BackendError> {
         dispatch!(self.ping())

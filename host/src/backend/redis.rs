@@ -139,10 +139,24 @@ return 0
 #[derive(Clone)]
 pub struct RedisBackend {
     /// For logs: what this is connected to, passwords removed.
-    description: String,
+    description: Arc<str>,
     connection: Connection,
     /// Behind an `Arc`: the backend is cloned for every request, the scripts never change.
     scripts: Arc<Scripts>,
+    /// How this backend connected, to open [`RedisBackend::another_connection`].
+    origin: Arc<Origin>,
+}
+
+/// Where a [`RedisBackend`] connects, and each command's bound.
+enum Origin {
+    Single {
+        url: String,
+        timeout: Duration,
+    },
+    Cluster {
+        nodes: Vec<String>,
+        timeout: Duration,
+    },
 }
 
 /// The Lua scripts, each with its SHA-1 computed once (sent by hash, the source only when
@@ -291,7 +305,11 @@ impl RedisBackend {
             .await
             .map_err(unavailable)?;
         let description = format!("redis at {}", redacted(url));
-        RedisBackend::checked(description, Inner::Single(connection), timeout).await
+        let origin = Origin::Single {
+            url: url.to_owned(),
+            timeout,
+        };
+        RedisBackend::checked(description, Inner::Single(connection), origin).await
     }
 
     /// Connects to a Redis Cluster through any of its `nodes` (the others are discovered) and
@@ -304,18 +322,40 @@ impl RedisBackend {
             .build()
             .map_err(unavailable)?;
         let connection = client.get_async_connection().await.map_err(unavailable)?;
-        let nodes: Vec<String> = nodes.iter().map(|n| redacted(n)).collect();
-        let description = format!("redis cluster via {}", nodes.join(","));
-        RedisBackend::checked(description, Inner::Cluster(connection), timeout).await
+        let shown: Vec<String> = nodes.iter().map(|n| redacted(n)).collect();
+        let description = format!("redis cluster via {}", shown.join(","));
+        let origin = Origin::Cluster {
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            timeout,
+        };
+        RedisBackend::checked(description, Inner::Cluster(connection), origin).await
+    }
+
+    /// A second, independent connection to the same Redis (or Cluster), whose I/O runs on the
+    /// runtime this is called from. Guests get one on the guest runtime, so a kv call and the
+    /// connection's reader and writer wake each other on the same threads instead of bouncing
+    /// between the guest runtime and the one serving HTTP.
+    pub async fn another_connection(&self) -> Result<Self, BackendError> {
+        match &*self.origin {
+            Origin::Single { url, timeout } => Self::connect(url, *timeout).await,
+            Origin::Cluster { nodes, timeout } => {
+                let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+                Self::connect_cluster(&nodes, *timeout).await
+            }
+        }
     }
 
     async fn checked(
         description: String,
         inner: Inner,
-        timeout: Duration,
+        origin: Origin,
     ) -> Result<Self, BackendError> {
+        let timeout = match &origin {
+            Origin::Single { timeout, .. } | Origin::Cluster { timeout, .. } => *timeout,
+        };
         let backend = RedisBackend {
-            description,
+            origin: Arc::new(origin),
+            description: description.into(),
             connection: Connection {
                 inner,
                 health: Arc::new(Health::new(timeout)),
@@ -334,7 +374,7 @@ impl RedisBackend {
 
     /// What this backend is connected to, without passwords, for logs.
     pub fn describe(&self) -> String {
-        self.description.clone()
+        self.description.to_string()
     }
 
     fn conn(&self) -> Connection {

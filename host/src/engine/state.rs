@@ -8,7 +8,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::guest_log::GuestLog;
+use crate::guest_log::{Capture, GuestLog};
 use crate::kv::KvSession;
 
 /// Most elements a guest table may grow to (wit-bindgen guests use a few hundred; language
@@ -22,7 +22,10 @@ pub const MAX_RESOURCES: usize = 10_000;
 
 /// The store data of one request.
 pub struct HostState {
-    wasi: WasiCtx,
+    /// Built on the guest's first WASI call (see [`HostState::new`]); many guests never make one.
+    wasi: Option<WasiCtx>,
+    /// Where the guest's stdout and stderr go, for when `wasi` is built.
+    output: (Capture, Capture),
     http: WasiHttpCtx,
     http_hooks: DenyOutbound,
     /// Every resource handed to the guest: WASI streams, HTTP bodies, kv buckets, cas handles.
@@ -33,18 +36,13 @@ pub struct HostState {
 
 impl HostState {
     /// A request's state: WASI with stdout and stderr going to `log` and nothing else granted.
+    /// The WASI context itself is built only when the guest first calls WASI (see
+    /// [`wasi_ctx`]): building it seeds two random generators and allocates a dozen objects,
+    /// which a guest that only reads its request and answers never needs.
     pub fn new(kv: KvSession, log: &GuestLog, max_memory_bytes: usize) -> Self {
-        let mut wasi = WasiCtx::builder();
-        // No preopens, no inherited environment, args or stdin; TCP, UDP and name lookup stay
-        // off (the builder's defaults), and every socket address is refused on top of that.
-        wasi.stdout(log.stdout())
-            .stderr(log.stderr())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .socket_addr_check(|_, _| Box::pin(async { false }));
         HostState {
-            wasi: wasi.build(),
+            wasi: None,
+            output: (log.stdout(), log.stderr()),
             http: WasiHttpCtx::new(),
             http_hooks: DenyOutbound,
             table: {
@@ -65,11 +63,28 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let (stdout, stderr) = &self.output;
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self
+                .wasi
+                .get_or_insert_with(|| wasi_ctx(stdout.clone(), stderr.clone())),
             table: &mut self.table,
         }
     }
+}
+
+/// What WASI grants a guest: stdout and stderr into its log, and nothing else. No preopens, no
+/// inherited environment, args or stdin; TCP, UDP and name lookup stay off (the builder's
+/// defaults), and every socket address is refused on top of that.
+fn wasi_ctx(stdout: Capture, stderr: Capture) -> WasiCtx {
+    let mut wasi = WasiCtx::builder();
+    wasi.stdout(stdout)
+        .stderr(stderr)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }));
+    wasi.build()
 }
 
 impl WasiHttpView for HostState {
