@@ -38,7 +38,8 @@ async fn new_session(host: &Host) -> String {
         assert!(cookie.contains(attribute), "{cookie}");
     }
     cookie
-        .trim_start_matches("goldfish_session=")
+        .strip_prefix("pizza.goldfish_session=")
+        .expect("the session cookie is scoped to app pizza")
         .split(';')
         .next()
         .unwrap()
@@ -46,7 +47,7 @@ async fn new_session(host: &Host) -> String {
 }
 
 fn cookie(session: &str) -> String {
-    format!("goldfish_session={session}")
+    format!("pizza.goldfish_session={session}")
 }
 
 async fn add(host: &Host, session: &str, item: Value) -> (u16, Value) {

@@ -147,13 +147,15 @@ async fn call(
             state.settings.max_in_flight
         ))
     })?;
-    let guest_request = to_guest_request(
+    let mut guest_request = to_guest_request(
         path,
         request,
         state.settings.max_body_bytes,
         state.settings.body_timeout,
     )
     .await?;
+    crate::cookies::scope_request(&ready.entry.app, &mut guest_request.headers);
+    let entry = ready.entry.clone();
     // Two waits, both bounded: a place among this function's concurrent calls (so one hot
     // function cannot take every slot), then an instance slot of the host's pool.
     let function_slot = match state.guests.function_permits(name) {
@@ -217,7 +219,9 @@ async fn call(
         }
         _ => HostError::from(e),
     })?;
-    Ok(to_http_response(guest_response))
+    let mut response = to_http_response(guest_response);
+    crate::cookies::scope_response(&entry.app, response.headers_mut());
+    Ok(response)
 }
 
 /// The world-neutral request: path below `/fn/{name}`, raw query, the client's `Host`, headers

@@ -7,6 +7,7 @@
 //!   rollback, bearer-token auth; [`auth_failures`]: failed logins limited per client address.
 //! - [`openapi`]: `GET /v1/openapi.json`, generated from the handlers' annotations.
 //! - [`invoke`]: `/fn/{name}/...`: HTTP ⇄ the WIT request/response, validation of guest answers.
+//! - [`cookies`]: cookies scoped per app (renamed on the way out, filtered on the way in).
 //! - [`engine`]: wasmtime engine and linker (what a guest may import and what each import grants),
 //!   deploy-time validation, one fresh `Store` + instance per call with memory and time bounds.
 //! - [`worlds`]: one file per guest ABI (`goldfish:function`, `wasi:http/proxy`): HTTP in, HTTP out.
@@ -37,6 +38,7 @@ pub mod backend;
 pub mod bindings;
 pub mod cli;
 pub mod compile_cache;
+pub mod cookies;
 pub mod engine;
 pub mod error;
 pub mod fleet;

@@ -24,6 +24,34 @@ pub mod keys {
     pub fn bucket_namespace(app: &str, bucket: &str) -> String {
         format!("gf:kvb:{{{app}}}:{bucket}:")
     }
+    /// Sorted set of the full storage key of every kv key of `app`, all its buckets, every
+    /// score 0 so that members sort by name: how the Redis backend lists an app's keys without
+    /// walking anyone else's. Each write changes it in the same script as the key itself, and a
+    /// listing drops members whose key is gone (expired). Same hash tag as the keys it indexes,
+    /// so index and keys live on one node of a cluster.
+    pub fn kv_index(app: &str) -> String {
+        format!("gf:kvidx:{{{app}}}")
+    }
+    /// Sorted set of the keys of `app` written with an expiry, scored by when they expire (ms
+    /// since the epoch, the writing host's clock): lets each such write drop a few index
+    /// members of keys that have expired, so an index of expiring keys does not grow without
+    /// bound when nobody lists it.
+    pub fn kv_expiries(app: &str) -> String {
+        format!("gf:kvexp:{{{app}}}")
+    }
+    /// Set once every kv key written before [`kv_index`] existed has been added to its app's
+    /// index (one walk of the keyspace, the first time a host of this version starts). Until
+    /// then listings are refused as unavailable rather than miss keys.
+    pub const KV_INDEX_MIGRATED: &str = "gf:kvidx:migrated";
+    /// The app whose kv keyspace `full_key` (or a namespace) belongs to: the hash tag of a key
+    /// under [`kv_namespace`] or [`bucket_namespace`]; `None` for any other key.
+    pub fn kv_app(full_key: &str) -> Option<&str> {
+        let rest = full_key
+            .strip_prefix("gf:kv:{")
+            .or_else(|| full_key.strip_prefix("gf:kvb:{"))?;
+        let (app, after) = rest.split_once('}')?;
+        (!app.is_empty() && after.starts_with(':')).then_some(app)
+    }
     /// Hash of function name → JSON [`crate::registry::FunctionEntry`]. Shares a hash tag with
     /// [`FUNCTIONS_VERSION`] so both change in one MULTI, on Redis Cluster too.
     pub const FUNCTIONS: &str = "gf:{registry}:functions";
@@ -144,7 +172,8 @@ impl Backend {
         dispatch!(self.get(key))
     }
 
-    /// `ttl_seconds: None` stores without expiry, clearing any previous one.
+    /// `ttl_seconds: None` stores without expiry, clearing any previous one. Keys under a kv
+    /// namespace are indexed for [`Backend::list`] by this write and every other kv write.
     pub async fn set(
         &self,
         key: &str,
@@ -179,8 +208,11 @@ impl Backend {
         dispatch!(self.compare_and_swap(key, expected, new, ttl_seconds))
     }
 
-    /// Lists keys under `namespace` that start with `prefix`, returned relative to `namespace`.
-    /// `limit` must already be clamped by the caller.
+    /// Lists keys under `namespace` (a [`keys::kv_namespace`] or [`keys::bucket_namespace`])
+    /// that start with `prefix`, returned relative to `namespace`, at most `limit` per page
+    /// (`limit` must already be clamped by the caller). A key that exists for the whole listing
+    /// is returned at least once; a page costs work in proportion to its own app's keys, never
+    /// another app's.
     pub async fn list(
         &self,
         namespace: &str,
@@ -293,5 +325,30 @@ impl Backend {
     /// Removes host `id`'s heartbeat at once (a host stopping politely).
     pub async fn remove_host(&self, id: &str) -> Result<(), BackendError> {
         dispatch!(self.remove_host(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keys;
+
+    #[test]
+    fn the_index_belongs_to_the_app_in_the_keys_hash_tag() {
+        let key = format!("{}cart:1", keys::kv_namespace("pizza"));
+        assert_eq!(keys::kv_app(&key), Some("pizza"));
+        let bucket = format!("{}x", keys::bucket_namespace("pizza", "sessions"));
+        assert_eq!(keys::kv_app(&bucket), Some("pizza"));
+        assert_eq!(keys::kv_app(&keys::kv_namespace("a-1")), Some("a-1"));
+        for other in [
+            keys::kv_index("pizza"),
+            keys::kv_expiries("pizza"),
+            keys::KV_INDEX_MIGRATED.to_owned(),
+            keys::component("abc"),
+            keys::FUNCTIONS.to_owned(),
+            "gf:kv:{}:x".to_owned(),
+            "gf:kv:{pizza}x".to_owned(),
+        ] {
+            assert_eq!(keys::kv_app(&other), None, "{other}");
+        }
     }
 }

@@ -8,14 +8,15 @@
 //! timing out or losing their connection, they fail at once for one timeout's length
 //! ([`Health`]) instead of each waiting the whole timeout again.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, Script, Value};
 
 use super::{BackendError, Claim, FunctionRecord, KeyPage, keys};
@@ -26,15 +27,83 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Reconnection attempts per failed connection before commands fail fast; the manager tries
 /// again on the next command, so this bounds latency, not availability.
 const RECONNECT_ATTEMPTS: usize = 2;
-/// SCAN calls one `list` page may make: keeps a page's work bounded on a large keyspace, at the
-/// price of pages that can come back short (the contract allows that).
-const MAX_SCANS_PER_PAGE: usize = 16;
-/// The smallest SCAN COUNT hint; small hints make Redis walk the keyspace in tiny steps.
-const MIN_SCAN_COUNT: u32 = 100;
+/// SCAN COUNT hint of the one-time walk that adds keys written before the kv index existed
+/// ([`RedisBackend::migrate_index`]).
+const MIGRATION_SCAN_COUNT: u32 = 1000;
+/// How long `connect` waits for that walk before the host starts serving; past it the walk
+/// goes on in the background and listings are refused as unavailable until it is done.
+const MIGRATION_WAIT: Duration = Duration::from_secs(5);
 
-/// Compare-and-swap in one atomic step. KEYS[1]: key. ARGV: expect-present flag ("1"/"0"),
-/// expected value, new value, ttl seconds ("" for none).
-const CAS_SCRIPT: &str = r"
+/// Lua function `prune(index, expiries, now)`: looks at up to two keys that [`keys::kv_expiries`]
+/// says were due to expire by `now` and drops the index entries of those that are gone (a key
+/// rewritten without expiry leaves the expiry set; one with a later expiry gets its new time).
+/// Every write with an expiry calls it, so entries of expired keys are removed at least as fast
+/// as expiring keys are written.
+macro_rules! prune_lua {
+    () => {
+        r"
+local function prune(index, expiries, now)
+  for _, key in ipairs(redis.call('ZRANGEBYSCORE', expiries, '-inf', now, 'LIMIT', 0, 2)) do
+    local left = redis.call('PTTL', key)
+    if left == -2 then
+      redis.call('ZREM', index, key)
+      redis.call('ZREM', expiries, key)
+    elseif left == -1 then
+      redis.call('ZREM', expiries, key)
+    else
+      redis.call('ZADD', expiries, now + left, key)
+    end
+  end
+end
+"
+    };
+}
+
+/// A write with an expiry and its index entries in one step. KEYS: key, index, expiries.
+/// ARGV: value, ttl seconds, now ms.
+const SET_EX_SCRIPT: &str = concat!(
+    prune_lua!(),
+    r"
+local now = tonumber(ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('ZADD', KEYS[2], 0, KEYS[1])
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]) * 1000, KEYS[1])
+prune(KEYS[2], KEYS[3], now)
+return 1
+"
+);
+
+/// INCRBY and its index entry in one step. KEYS: key, index. ARGV: delta. A refused INCRBY
+/// ("not an integer", "would overflow") is answered as the same error reply, indexing nothing.
+const INCREMENT_SCRIPT: &str = r"
+local value = redis.pcall('INCRBY', KEYS[1], ARGV[1])
+if type(value) == 'table' then return value end
+redis.call('ZADD', KEYS[2], 0, KEYS[1])
+return value
+";
+
+/// One page of an app's index: members between ARGV[1] and ARGV[2] (ZRANGEBYLEX bounds), at
+/// most ARGV[3]; members whose key no longer exists (expired) are dropped from the index and
+/// not returned. KEYS: index. Returns `{members read, last member read or '', live keys}`.
+const LIST_SCRIPT: &str = r"
+local members = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, ARGV[3])
+local live = {}
+for _, key in ipairs(members) do
+  if redis.call('EXISTS', key) == 1 then
+    live[#live + 1] = key
+  else
+    redis.call('ZREM', KEYS[1], key)
+  end
+end
+return {#members, members[#members] or '', live}
+";
+
+/// Compare-and-swap in one atomic step. KEYS[1]: key; for a kv key also KEYS[2], KEYS[3]: its
+/// index and expiries. ARGV: expect-present flag ("1"/"0"), expected value, new value, ttl
+/// seconds ("" for none), now ms.
+const CAS_SCRIPT: &str = concat!(
+    prune_lua!(),
+    r"
 local current = redis.call('GET', KEYS[1])
 if ARGV[1] == '1' then
   if current ~= ARGV[2] then return 0 end
@@ -46,8 +115,17 @@ if ARGV[4] == '' then
 else
   redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
 end
+if KEYS[2] then
+  redis.call('ZADD', KEYS[2], 0, KEYS[1])
+  if ARGV[4] ~= '' then
+    local now = tonumber(ARGV[5])
+    redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]) * 1000, KEYS[1])
+    prune(KEYS[2], KEYS[3], now)
+  end
+end
 return 1
-";
+"
+);
 
 /// Replaces one function's entry and history if both are still what the caller read.
 /// KEYS: functions, history, version, components, claims. ARGV: name, expected entry, expected
@@ -145,24 +223,34 @@ pub struct RedisBackend {
     scripts: Arc<Scripts>,
     /// How this backend connected, to open [`RedisBackend::another_connection`].
     origin: Arc<Origin>,
+    /// Whether the kv index can be trusted to hold every key (see [`keys::KV_INDEX_MIGRATED`]).
+    /// Shared by every connection of one host.
+    index: Arc<IndexState>,
 }
 
 /// Where a [`RedisBackend`] connects, and each command's bound.
 enum Origin {
-    Single {
-        url: String,
-        timeout: Duration,
-    },
-    Cluster {
-        nodes: Vec<String>,
-        timeout: Duration,
-    },
+    Single { url: String, timeout: Duration },
+    Cluster { nodes: Vec<String>, timeout: Duration },
+}
+
+/// This host's view of the one-time kv index migration. Atomics: read on every listing,
+/// written by the migration task.
+#[derive(Default)]
+struct IndexState {
+    /// Seen [`keys::KV_INDEX_MIGRATED`] once: from then on no listing checks it again.
+    ready: AtomicBool,
+    /// A migration task of this host is running; a second one would only repeat its work.
+    migrating: AtomicBool,
 }
 
 /// The Lua scripts, each with its SHA-1 computed once (sent by hash, the source only when
 /// Redis does not know it yet).
 struct Scripts {
     cas: Script,
+    set_ex: Script,
+    increment: Script,
+    list: Script,
     swap_function: Script,
     claim: Script,
     collect: Script,
@@ -296,63 +384,72 @@ impl RedisBackend {
     /// Connects to one Redis server and checks it answers; fails if it cannot be reached now.
     /// `timeout` bounds each command (and each reconnection).
     pub async fn connect(url: &str, timeout: Duration) -> Result<Self, BackendError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(RECONNECT_ATTEMPTS);
-        let connection = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(unavailable)?;
-        let description = format!("redis at {}", redacted(url));
         let origin = Origin::Single {
             url: url.to_owned(),
             timeout,
         };
-        RedisBackend::checked(description, Inner::Single(connection), origin).await
+        Self::open(origin, None).await
     }
 
     /// Connects to a Redis Cluster through any of its `nodes` (the others are discovered) and
     /// checks it answers. `timeout` bounds each command (and each reconnection).
     pub async fn connect_cluster(nodes: &[&str], timeout: Duration) -> Result<Self, BackendError> {
-        let client = ClusterClient::builder(nodes.iter().copied())
-            .connection_timeout(timeout)
-            .response_timeout(timeout)
-            .retries(RECONNECT_ATTEMPTS as u32)
-            .build()
-            .map_err(unavailable)?;
-        let connection = client.get_async_connection().await.map_err(unavailable)?;
-        let shown: Vec<String> = nodes.iter().map(|n| redacted(n)).collect();
-        let description = format!("redis cluster via {}", shown.join(","));
         let origin = Origin::Cluster {
             nodes: nodes.iter().map(|n| n.to_string()).collect(),
             timeout,
         };
-        RedisBackend::checked(description, Inner::Cluster(connection), origin).await
+        Self::open(origin, None).await
     }
 
     /// A second, independent connection to the same Redis (or Cluster), whose I/O runs on the
     /// runtime this is called from. Guests get one on the guest runtime, so a kv call and the
     /// connection's reader and writer wake each other on the same threads instead of bouncing
-    /// between the guest runtime and the one serving HTTP.
+    /// between the guest runtime and the one serving HTTP. It shares this one's view of the kv
+    /// index migration (and starts none of its own).
     pub async fn another_connection(&self) -> Result<Self, BackendError> {
-        match &*self.origin {
-            Origin::Single { url, timeout } => Self::connect(url, *timeout).await,
-            Origin::Cluster { nodes, timeout } => {
-                let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
-                Self::connect_cluster(&nodes, *timeout).await
-            }
-        }
+        let origin = match &*self.origin {
+            Origin::Single { url, timeout } => Origin::Single {
+                url: url.clone(),
+                timeout: *timeout,
+            },
+            Origin::Cluster { nodes, timeout } => Origin::Cluster {
+                nodes: nodes.clone(),
+                timeout: *timeout,
+            },
+        };
+        Self::open(origin, Some(self.index.clone())).await
     }
 
-    async fn checked(
-        description: String,
-        inner: Inner,
-        origin: Origin,
-    ) -> Result<Self, BackendError> {
-        let timeout = match &origin {
-            Origin::Single { timeout, .. } | Origin::Cluster { timeout, .. } => *timeout,
+    /// Connects to `origin` and checks it answers. Without a shared `index` state this is a
+    /// host's first connection: it makes sure the kv index migration has run.
+    async fn open(origin: Origin, index: Option<Arc<IndexState>>) -> Result<Self, BackendError> {
+        let (description, inner, timeout) = match &origin {
+            Origin::Single { url, timeout } => {
+                let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(*timeout))
+                    .set_response_timeout(Some(*timeout))
+                    .set_number_of_retries(RECONNECT_ATTEMPTS);
+                let connection = ConnectionManager::new_with_config(client, config)
+                    .await
+                    .map_err(unavailable)?;
+                let description = format!("redis at {}", redacted(url));
+                (description, Inner::Single(connection), *timeout)
+            }
+            Origin::Cluster { nodes, timeout } => {
+                let client = ClusterClient::builder(nodes.iter().map(String::as_str))
+                    .connection_timeout(*timeout)
+                    .response_timeout(*timeout)
+                    .retries(RECONNECT_ATTEMPTS as u32)
+                    .build()
+                    .map_err(unavailable)?;
+                let connection = client.get_async_connection().await.map_err(unavailable)?;
+                let shown: Vec<String> = nodes.iter().map(|n| redacted(n)).collect();
+                let description = format!("redis cluster via {}", shown.join(","));
+                (description, Inner::Cluster(connection), *timeout)
+            }
         };
+        let first = index.is_none();
         let backend = RedisBackend {
             origin: Arc::new(origin),
             description: description.into(),
@@ -362,13 +459,22 @@ impl RedisBackend {
             },
             scripts: Arc::new(Scripts {
                 cas: Script::new(CAS_SCRIPT),
+                set_ex: Script::new(SET_EX_SCRIPT),
+                increment: Script::new(INCREMENT_SCRIPT),
+                list: Script::new(LIST_SCRIPT),
                 swap_function: Script::new(SWAP_FUNCTION_SCRIPT),
                 claim: Script::new(CLAIM_SCRIPT),
                 collect: Script::new(COLLECT_SCRIPT),
                 forget: Script::new(FORGET_SCRIPT),
             }),
+            index: index.unwrap_or_default(),
         };
         backend.ping().await?;
+        if first && let Some(migration) = backend.start_migration() {
+            // Usually instant (a store written by this version is already indexed); a long walk
+            // goes on in the background.
+            let _ = tokio::time::timeout(MIGRATION_WAIT, migration).await;
+        }
         Ok(backend)
     }
 
@@ -390,14 +496,38 @@ impl RedisBackend {
         Ok(())
     }
 
-    /// One SCAN step. On a cluster it goes to the primary owning the namespace's slot: every key
-    /// of an app shares that slot through the `{app}` hash tag, so one node holds them all.
+    /// Where the migration walks: `None` for a single server, else one slot of each cluster
+    /// primary (a SCAN routed to a slot walks the whole keyspace of the node owning it).
+    async fn scan_targets(&self) -> Result<Vec<Option<u16>>, BackendError> {
+        let mut conn = self.conn();
+        if !matches!(conn.inner, Inner::Cluster(_)) {
+            return Ok(vec![None]);
+        }
+        let ranges: Vec<Vec<Value>> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut by_node: BTreeMap<String, u16> = BTreeMap::new();
+        for range in ranges {
+            let mut fields = range.into_iter();
+            let (Some(start), _, Some(node)) = (fields.next(), fields.next(), fields.next()) else {
+                continue;
+            };
+            let slot: u16 = redis::from_redis_value(start)
+                .map_err(|e| BackendError::Unavailable(format!("unreadable CLUSTER SLOTS: {e}")))?;
+            by_node.entry(format!("{node:?}")).or_insert(slot);
+        }
+        Ok(by_node.into_values().map(Some).collect())
+    }
+
+    /// One SCAN step on `target` (see [`RedisBackend::scan_targets`]).
     async fn scan(
         &self,
+        target: Option<u16>,
         cursor: u64,
         pattern: &str,
         count: u32,
-        namespace: &str,
     ) -> Result<(u64, Vec<String>), BackendError> {
         let mut cmd = redis::cmd("SCAN");
         cmd.arg(cursor)
@@ -406,21 +536,111 @@ impl RedisBackend {
             .arg("COUNT")
             .arg(count);
         let mut conn = self.conn();
-        match &mut conn.inner {
-            Inner::Single(_) => cmd.query_async(&mut conn).await.map_err(unavailable),
-            Inner::Cluster(c) => {
-                let route = Route::with_slot(Slot::for_key(namespace), SlotAddr::Master);
+        match (&mut conn.inner, target) {
+            (Inner::Cluster(c), Some(slot)) => {
+                let route = Route::new(slot, SlotAddr::Master);
                 let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
                 let value = c.route_command(cmd, routing).await.map_err(unavailable)?;
                 redis::from_redis_value(value).map_err(|e| BackendError::Unavailable(e.to_string()))
             }
+            _ => cmd.query_async(&mut conn).await.map_err(unavailable),
         }
+    }
+
+    /// Starts [`RedisBackend::migrate_index`] in the background unless this host already runs
+    /// it; the handle ends when it does.
+    fn start_migration(&self) -> Option<tokio::task::JoinHandle<()>> {
+        if self.index.migrating.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let backend = self.clone();
+        Some(tokio::spawn(async move {
+            match backend.migrate_index().await {
+                Ok(0) => {}
+                Ok(indexed) => tracing::info!(
+                    indexed,
+                    "added kv keys written before the key index existed to it (once per store)"
+                ),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "could not finish indexing existing kv keys; list-keys answers unavailable \
+                     until a later attempt does"
+                ),
+            }
+            backend.index.migrating.store(false, Ordering::Release);
+        }))
+    }
+
+    /// Adds every kv key in the store to its app's index with one SCAN of each node, then
+    /// records that it is done. Idempotent: hosts starting together may each run it. Keys
+    /// written meanwhile are indexed by their writes; keys deleted meanwhile may leave a member
+    /// behind, which listings skip and drop. Returns how many keys it added.
+    pub async fn migrate_index(&self) -> Result<u64, BackendError> {
+        if self.index_migrated().await? {
+            return Ok(0);
+        }
+        let mut indexed = 0;
+        for target in self.scan_targets().await? {
+            let mut cursor = 0;
+            loop {
+                let (next, batch) = self
+                    .scan(target, cursor, "gf:kv*", MIGRATION_SCAN_COUNT)
+                    .await?;
+                let mut by_app: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+                for key in &batch {
+                    if let Some(app) = keys::kv_app(key) {
+                        by_app.entry(app).or_default().push(key);
+                    }
+                }
+                for (app, members) in by_app {
+                    let mut zadd = redis::cmd("ZADD");
+                    zadd.arg(keys::kv_index(app));
+                    for member in &members {
+                        zadd.arg(0).arg(*member);
+                    }
+                    let _: u64 = zadd
+                        .query_async(&mut self.conn())
+                        .await
+                        .map_err(unavailable)?;
+                    indexed += members.len() as u64;
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        self.conn()
+            .set::<_, _, ()>(keys::KV_INDEX_MIGRATED, "1")
+            .await
+            .map_err(unavailable)?;
+        self.index.ready.store(true, Ordering::Release);
+        Ok(indexed)
+    }
+
+    /// Whether every key written before the index existed is in it (checked in the store until
+    /// it once says yes).
+    async fn index_migrated(&self) -> Result<bool, BackendError> {
+        if self.index.ready.load(Ordering::Acquire) {
+            return Ok(true);
+        }
+        let migrated: bool = self
+            .conn()
+            .exists(keys::KV_INDEX_MIGRATED)
+            .await
+            .map_err(unavailable)?;
+        if migrated {
+            self.index.ready.store(true, Ordering::Release);
+        }
+        Ok(migrated)
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
         self.conn().get(key).await.map_err(unavailable)
     }
 
+    /// A kv key is written together with its index entry (and, with an expiry, its expiry
+    /// entry) in one atomic step and one round trip; any other key is written alone.
     pub async fn set(
         &self,
         key: &str,
@@ -428,9 +648,31 @@ impl RedisBackend {
         ttl_seconds: Option<u32>,
     ) -> Result<(), BackendError> {
         let mut conn = self.conn();
-        match ttl_seconds {
-            None => conn.set::<_, _, ()>(key, value).await,
-            Some(ttl) => {
+        match (keys::kv_app(key), ttl_seconds) {
+            (Some(app), None) => {
+                redis::pipe()
+                    .atomic()
+                    .set(key, value)
+                    .ignore()
+                    .zadd(keys::kv_index(app), key, 0)
+                    .ignore()
+                    .query_async::<()>(&mut conn)
+                    .await
+            }
+            (Some(app), Some(ttl)) => {
+                self.scripts
+                    .set_ex
+                    .key(key)
+                    .key(keys::kv_index(app))
+                    .key(keys::kv_expiries(app))
+                    .arg(value)
+                    .arg(ttl.max(1))
+                    .arg(now_ms())
+                    .invoke_async::<()>(&mut conn)
+                    .await
+            }
+            (None, None) => conn.set::<_, _, ()>(key, value).await,
+            (None, Some(ttl)) => {
                 conn.set_ex::<_, _, ()>(key, value, u64::from(ttl.max(1)))
                     .await
             }
@@ -439,7 +681,23 @@ impl RedisBackend {
     }
 
     pub async fn delete(&self, key: &str) -> Result<bool, BackendError> {
-        let removed: u64 = self.conn().del(key).await.map_err(unavailable)?;
+        let mut conn = self.conn();
+        let removed: u64 = match keys::kv_app(key) {
+            Some(app) => {
+                let (removed,): (u64,) = redis::pipe()
+                    .atomic()
+                    .del(key)
+                    .zrem(keys::kv_index(app), key)
+                    .ignore()
+                    .zrem(keys::kv_expiries(app), key)
+                    .ignore()
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                removed
+            }
+            None => conn.del(key).await.map_err(unavailable)?,
+        };
         Ok(removed > 0)
     }
 
@@ -448,7 +706,20 @@ impl RedisBackend {
     }
 
     pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, BackendError> {
-        match self.conn().incr(key, delta).await {
+        let mut conn = self.conn();
+        let result = match keys::kv_app(key) {
+            Some(app) => {
+                self.scripts
+                    .increment
+                    .key(key)
+                    .key(keys::kv_index(app))
+                    .arg(delta)
+                    .invoke_async(&mut conn)
+                    .await
+            }
+            None => conn.incr(key, delta).await,
+        };
+        match result {
             Ok(value) => Ok(value),
             // Redis answers "ERR value is not an integer or out of range" and
             // "ERR increment or decrement would overflow".
@@ -471,23 +742,28 @@ impl RedisBackend {
         let ttl = ttl_seconds
             .map(|t| t.max(1).to_string())
             .unwrap_or_default();
-        let written: i64 = self
-            .scripts
-            .cas
-            .key(key)
+        let mut invocation = self.scripts.cas.key(key);
+        if let Some(app) = keys::kv_app(key) {
+            invocation
+                .key(keys::kv_index(app))
+                .key(keys::kv_expiries(app));
+        }
+        let written: i64 = invocation
             .arg(if expected.is_some() { "1" } else { "0" })
             .arg(expected.unwrap_or_default())
             .arg(new)
             .arg(ttl)
+            .arg(now_ms())
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         Ok(written == 1)
     }
 
-    /// SCAN-based listing. The cursor is `"<scan cursor>"` or `"<scan cursor>/<last key>"`: when
-    /// one SCAN batch holds more keys than fit on the page, the next page re-reads the same batch
-    /// and skips keys up to the last one returned (batches are sorted for that).
+    /// Lists from the app's index ([`keys::kv_index`]) in name order, never walking another
+    /// app's keys: one script reads at most `limit` members after the cursor and drops those
+    /// whose key has expired. The cursor is `k/<last key read>`, so a key that exists for the
+    /// whole listing sorts after the cursor until it is returned, whatever others write.
     pub async fn list(
         &self,
         namespace: &str,
@@ -495,44 +771,46 @@ impl RedisBackend {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<KeyPage, BackendError> {
-        let (mut scan_cursor, mut after) = parse_cursor(cursor)?;
-        let pattern = format!("{}*", escape_glob(&format!("{namespace}{prefix}")));
-        let limit = limit as usize;
-        let mut keys: Vec<String> = Vec::new();
-        for _ in 0..MAX_SCANS_PER_PAGE {
-            let count = (limit as u32).max(MIN_SCAN_COUNT);
-            let (next, batch) = self.scan(scan_cursor, &pattern, count, namespace).await?;
-            let mut batch: Vec<String> = batch
-                .into_iter()
-                .filter_map(|k| k.strip_prefix(namespace).map(str::to_owned))
-                .collect();
-            batch.sort_unstable();
-            batch.dedup();
-            if let Some(after) = after.take() {
-                batch.retain(|k| *k > after);
-            }
-            let room = limit - keys.len();
-            if batch.len() > room {
-                keys.extend(batch.into_iter().take(room));
-                let last = keys.last().cloned().unwrap_or_default();
-                return Ok(KeyPage {
-                    keys,
-                    cursor: Some(format!("{scan_cursor}/{last}")),
-                });
-            }
-            keys.extend(batch);
-            scan_cursor = next;
-            if next == 0 {
-                return Ok(KeyPage { keys, cursor: None });
-            }
-            if keys.len() == limit {
-                break;
-            }
+        let app = keys::kv_app(namespace).ok_or_else(|| {
+            BackendError::Unavailable(format!("`{namespace}` is not a kv namespace"))
+        })?;
+        let after = parse_cursor(cursor)?;
+        if after.is_some_and(|after| !after.starts_with(prefix)) {
+            return Err(BackendError::InvalidCursor);
         }
-        Ok(KeyPage {
-            keys,
-            cursor: Some(scan_cursor.to_string()),
-        })
+        if !self.index_migrated().await? {
+            self.start_migration();
+            return Err(BackendError::Unavailable(
+                "the key index behind list-keys is still being built (once, after an upgrade); \
+                 retry in a moment"
+                    .into(),
+            ));
+        }
+        let from = match after {
+            Some(after) => lex_bound(b'(', namespace, after, &[]),
+            None => lex_bound(b'[', namespace, prefix, &[]),
+        };
+        // No UTF-8 key contains the byte 0xFF, so this is above every key with the prefix.
+        let to = lex_bound(b'(', namespace, prefix, &[0xFF]);
+        let (read, last, live): (u32, String, Vec<String>) = self
+            .scripts
+            .list
+            .key(keys::kv_index(app))
+            .arg(from)
+            .arg(to)
+            .arg(limit)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let keys = live
+            .into_iter()
+            .filter_map(|key| key.strip_prefix(namespace).map(str::to_owned))
+            .collect();
+        let cursor = match last.strip_prefix(namespace) {
+            Some(last) if read >= limit => Some(format!("{CURSOR_TAG}{last}")),
+            _ => None,
+        };
+        Ok(KeyPage { keys, cursor })
     }
 
     pub async fn put_component(&self, digest: &str, bytes: &[u8]) -> Result<(), BackendError> {
@@ -774,28 +1052,37 @@ fn unavailable(e: redis::RedisError) -> BackendError {
     BackendError::Unavailable(e.to_string())
 }
 
-fn parse_cursor(cursor: Option<&str>) -> Result<(u64, Option<String>), BackendError> {
-    let Some(cursor) = cursor else {
-        return Ok((0, None));
-    };
-    let (number, after) = match cursor.split_once('/') {
-        Some((number, after)) => (number, Some(after.to_owned())),
-        None => (cursor, None),
-    };
-    let number = number.parse().map_err(|_| BackendError::InvalidCursor)?;
-    Ok((number, after))
+/// Marks a cursor of this version (`k/<last key read>`, relative to the namespace); the SCAN
+/// cursors of earlier versions were digits, so they are refused rather than misread.
+const CURSOR_TAG: &str = "k/";
+
+/// The last key read, from a cursor `list` returned.
+fn parse_cursor(cursor: Option<&str>) -> Result<Option<&str>, BackendError> {
+    match cursor {
+        None => Ok(None),
+        Some(cursor) => match cursor.strip_prefix(CURSOR_TAG) {
+            Some(after) if !after.is_empty() => Ok(Some(after)),
+            _ => Err(BackendError::InvalidCursor),
+        },
+    }
 }
 
-/// Escapes Redis glob metacharacters so a prefix matches literally.
-fn escape_glob(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
+/// A ZRANGEBYLEX bound: `[` (inclusive) or `(` (exclusive), then the bytes of the key.
+fn lex_bound(kind: u8, namespace: &str, key: &str, suffix: &[u8]) -> Vec<u8> {
+    let mut bound = Vec::with_capacity(1 + namespace.len() + key.len() + suffix.len());
+    bound.push(kind);
+    bound.extend_from_slice(namespace.as_bytes());
+    bound.extend_from_slice(key.as_bytes());
+    bound.extend_from_slice(suffix);
+    bound
+}
+
+/// Milliseconds since the epoch by this host's clock: when a key written now with a TTL
+/// expires, for [`keys::kv_expiries`] (a hint only; pruning checks the key itself).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `redis://user:secret@host/` → `redis://user:***@host/`.
@@ -817,25 +1104,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn glob_metacharacters_are_escaped() {
-        assert_eq!(
-            escape_glob("gf:kv:{a}:x*?[y]\\"),
-            "gf:kv:{a}:x\\*\\?\\[y\\]\\\\"
-        );
+    fn cursor_round_trips_and_rejects_garbage() {
+        assert_eq!(parse_cursor(None).ok(), Some(None));
+        assert_eq!(parse_cursor(Some("k/a/b")).ok(), Some(Some("a/b")));
+        for bad in ["nope", "42", "7/a", "k/", ""] {
+            assert!(
+                matches!(parse_cursor(Some(bad)), Err(BackendError::InvalidCursor)),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
-    fn cursor_round_trips_and_rejects_garbage() {
-        assert_eq!(parse_cursor(None).ok(), Some((0, None)));
-        assert_eq!(parse_cursor(Some("42")).ok(), Some((42, None)));
+    fn lex_bounds_are_the_kind_then_the_full_key() {
+        assert_eq!(lex_bound(b'[', "gf:kv:{a}:", "x", &[]), b"[gf:kv:{a}:x");
         assert_eq!(
-            parse_cursor(Some("7/a/b")).ok(),
-            Some((7, Some("a/b".to_owned())))
+            lex_bound(b'(', "gf:kv:{a}:", "", &[0xFF]),
+            b"(gf:kv:{a}:\xFF"
         );
-        assert!(matches!(
-            parse_cursor(Some("nope")),
-            Err(BackendError::InvalidCursor)
-        ));
     }
 
     #[test]

@@ -78,7 +78,7 @@ impl HostStore for HostState {
                 None => break,
             }
         }
-        // A key listed twice (SCAN may repeat) is still one key.
+        // A key listed twice (the contract allows repeats) is still one key.
         keys.sort_unstable();
         keys.dedup();
         Ok(Ok(keys))

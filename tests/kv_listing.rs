@@ -1,0 +1,335 @@
+//! `list-keys` on Redis against its contract, with the backend talking to a real Redis: every key
+//! that exists for the whole listing is returned at least once whatever others write and delete
+//! meanwhile, a listing costs work in proportion to its own app's keys (not the whole keyspace),
+//! expired keys are neither listed nor kept in the index, and keys written before the index
+//! existed are still listed.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use goldfish::backend::redis::RedisBackend;
+use goldfish::backend::{Backend, keys};
+use support::{Redis, RedisCluster};
+
+async fn backend(redis: &Redis) -> Backend {
+    let backend = RedisBackend::connect(&redis.url(), Duration::from_secs(5))
+        .await
+        .expect("connect");
+    Backend::Redis(backend)
+}
+
+/// Every key under `namespace` with `prefix`, `limit` at a time, and the number of pages.
+async fn list_all(
+    backend: &Backend,
+    namespace: &str,
+    prefix: &str,
+    limit: u32,
+) -> (Vec<String>, u32) {
+    let mut keys = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = backend
+            .list(namespace, prefix, cursor.as_deref(), limit)
+            .await
+            .expect("list");
+        pages += 1;
+        assert!(
+            page.keys.len() <= limit as usize,
+            "a page holds at most `limit` keys"
+        );
+        keys.extend(page.keys);
+        match page.cursor {
+            Some(next) => cursor = Some(next),
+            None => return (keys, pages),
+        }
+        assert!(pages < 1_000_000, "the listing must end");
+    }
+}
+
+/// Writes `keys` (full storage keys) through the backend, many at a time.
+async fn write_all(backend: &Backend, keys: impl Iterator<Item = String>, ttl: Option<u32>) {
+    futures::stream::iter(keys)
+        .for_each_concurrent(256, |key| async move {
+            backend.set(&key, b"v", ttl).await.expect("set");
+        })
+        .await;
+}
+
+/// `calls` of each command since the last `CONFIG RESETSTAT`, from `INFO commandstats`.
+fn command_calls(redis: &Redis) -> Vec<(String, u64)> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis.client())
+        .expect("INFO");
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.split(',').find_map(|s| s.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_with_concurrent_writers_and_deleters_never_misses_a_key_present_throughout() {
+    let redis = Redis::start();
+    let backend = backend(&redis).await;
+    let namespace = keys::kv_namespace("steady");
+    let steady: BTreeSet<String> = (0..3_000).map(|i| format!("steady:{i:05}")).collect();
+    write_all(
+        &backend,
+        steady.iter().map(|k| format!("{namespace}{k}")),
+        None,
+    )
+    .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    // Writers and deleters in the same app, keys sorting before, between and after the steady
+    // ones, some with an expiry.
+    let churned = Arc::new(AtomicU64::new(0));
+    let app_churn = {
+        let (backend, stop, churned, namespace) = (
+            backend.clone(),
+            stop.clone(),
+            churned.clone(),
+            namespace.clone(),
+        );
+        tokio::spawn(async move {
+            let mut round = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let batch: Vec<String> = (0..2_000)
+                    .map(|i| match i % 3 {
+                        0 => format!("{namespace}a:{round}:{i}"),
+                        1 => format!("{namespace}steady:{i:05}:{round}"),
+                        _ => format!("{namespace}z:{round}:{i}"),
+                    })
+                    .collect();
+                let ttl = round.is_multiple_of(2).then_some(1);
+                write_all(&backend, batch.iter().cloned(), ttl).await;
+                futures::stream::iter(batch.iter())
+                    .for_each_concurrent(256, |key| {
+                        let backend = backend.clone();
+                        async move {
+                            backend.delete(key).await.expect("delete");
+                        }
+                    })
+                    .await;
+                churned.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                round += 1;
+            }
+        })
+    };
+    // Growth and shrinkage of Redis' main table (what made resumed SCAN batches skip keys):
+    // tens of thousands of other keys written and deleted again, over and over.
+    let table_churn = {
+        let stop = stop.clone();
+        let mut conn = redis.client();
+        std::thread::spawn(move || {
+            let mut round = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let keys: Vec<String> = (0..60_000).map(|i| format!("other:{round}:{i}")).collect();
+                let mut set = redis::pipe();
+                for key in &keys {
+                    set.set(key, 1).ignore();
+                }
+                let _: () = set.query(&mut conn).expect("SET batch");
+                for chunk in keys.chunks(10_000) {
+                    let _: () = redis::cmd("DEL").arg(chunk).query(&mut conn).expect("DEL");
+                }
+                round += 1;
+            }
+        })
+    };
+
+    let started = Instant::now();
+    let mut listings = 0;
+    let mut misses = Vec::new();
+    while started.elapsed() < Duration::from_secs(8) || listings < 3 {
+        let (keys, _) = list_all(&backend, &namespace, "", 10).await;
+        let seen: BTreeSet<String> = keys.into_iter().collect();
+        let missed: Vec<&String> = steady.iter().filter(|k| !seen.contains(*k)).collect();
+        if !missed.is_empty() {
+            misses.push(format!(
+                "listing {listings} missed {} keys, e.g. {:?}",
+                missed.len(),
+                &missed[..missed.len().min(3)]
+            ));
+        }
+        listings += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    app_churn.await.expect("app churn");
+    table_churn.join().expect("table churn");
+    assert!(
+        churned.load(Ordering::Relaxed) > 0,
+        "the writers ran during the listings"
+    );
+    assert!(misses.is_empty(), "{listings} listings: {misses:#?}");
+}
+
+#[tokio::test]
+async fn listing_an_app_costs_its_own_keys_not_another_apps() {
+    let redis = Redis::start();
+    let backend = backend(&redis).await;
+    // 100,000 keys of another app, written straight to Redis (fast); the app listed has 50.
+    let mut conn = redis.client();
+    let big = keys::kv_namespace("big");
+    for chunk in (0..100_000).collect::<Vec<u32>>().chunks(10_000) {
+        let mut set = redis::pipe();
+        for i in chunk {
+            set.set(format!("{big}k:{i}"), 1).ignore();
+        }
+        let _: () = set.query(&mut conn).expect("SET batch");
+    }
+    let small = keys::kv_namespace("small");
+    let own: BTreeSet<String> = (0..50).map(|i| format!("item:{i}")).collect();
+    write_all(&backend, own.iter().map(|k| format!("{small}{k}")), None).await;
+
+    for limit in [1000, 7] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query(&mut conn)
+            .expect("RESETSTAT");
+        let (listed, pages) = list_all(&backend, &small, "", limit).await;
+        assert_eq!(listed.into_iter().collect::<BTreeSet<_>>(), own);
+        let calls = command_calls(&redis);
+        let scans: u64 = calls
+            .iter()
+            .filter(|(c, _)| c == "scan")
+            .map(|(_, n)| n)
+            .sum();
+        let total: u64 = calls.iter().map(|(_, n)| n).sum();
+        assert_eq!(scans, 0, "no walk of the keyspace: {calls:?}");
+        // Per page one script and its range read; per key one existence check; a few more for
+        // loading the script once, CONFIG and INFO.
+        let bound = 2 * u64::from(pages) + own.len() as u64 + 6;
+        assert!(
+            total <= bound,
+            "listing 50 keys in {pages} pages of {limit} took {total} commands (bound {bound}): {calls:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn keys_written_before_the_index_existed_are_listed() {
+    let redis = Redis::start();
+    let mut conn = redis.client();
+    let default = keys::kv_namespace("legacy");
+    let bucket = keys::bucket_namespace("legacy", "sessions");
+    for key in [
+        format!("{default}a"),
+        format!("{default}b:1"),
+        format!("{bucket}s1"),
+        format!("{}x", keys::kv_namespace("other")),
+    ] {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg("old")
+            .query(&mut conn)
+            .expect("SET");
+    }
+    // The first host of this version to start adds them to their apps' indexes.
+    let backend = backend(&redis).await;
+    let (listed, _) = list_all(&backend, &default, "", 100).await;
+    assert_eq!(listed, ["a", "b:1"]);
+    let (listed, _) = list_all(&backend, &bucket, "", 100).await;
+    assert_eq!(listed, ["s1"]);
+    let migrated: bool = redis::cmd("EXISTS")
+        .arg(keys::KV_INDEX_MIGRATED)
+        .query(&mut conn)
+        .expect("EXISTS");
+    assert!(migrated, "done once, recorded for every later host");
+}
+
+#[tokio::test]
+async fn keys_written_before_the_index_existed_are_listed_on_every_node_of_a_cluster() {
+    let cluster = RedisCluster::start();
+    let apps: Vec<String> = (0..8).map(|i| format!("app-{i}")).collect();
+    for app in &apps {
+        for key in ["x", "y"] {
+            let status = std::process::Command::new("redis-cli")
+                .args(["-c", "-p", &cluster.nodes[0].port.to_string(), "SET"])
+                .arg(format!("{}{key}", keys::kv_namespace(app)))
+                .arg("old")
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("redis-cli");
+            assert!(status.success());
+        }
+    }
+    let holding = cluster
+        .nodes
+        .iter()
+        .filter(|node| {
+            redis::cmd("DBSIZE")
+                .query::<u64>(&mut node.client())
+                .expect("DBSIZE")
+                > 0
+        })
+        .count();
+    assert!(
+        holding >= 2,
+        "the apps' keys are spread over several primaries"
+    );
+    let nodes: Vec<String> = cluster.nodes.iter().map(Redis::url).collect();
+    let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let backend = Backend::Redis(
+        RedisBackend::connect_cluster(&nodes, Duration::from_secs(5))
+            .await
+            .expect("connect"),
+    );
+    for app in &apps {
+        let (listed, _) = list_all(&backend, &keys::kv_namespace(app), "", 10).await;
+        assert_eq!(listed, ["x", "y"], "{app}");
+    }
+}
+
+#[tokio::test]
+async fn expired_keys_are_not_listed_and_leave_the_index() {
+    let redis = Redis::start();
+    let backend = backend(&redis).await;
+    let namespace = keys::kv_namespace("ttl");
+    let index = keys::kv_index("ttl");
+    write_all(
+        &backend,
+        (0..20).map(|i| format!("{namespace}keep:{i}")),
+        None,
+    )
+    .await;
+    write_all(
+        &backend,
+        (0..100).map(|i| format!("{namespace}gone:{i}")),
+        Some(1),
+    )
+    .await;
+    let card = |redis: &Redis| -> u64 {
+        redis::cmd("ZCARD")
+            .arg(keys::kv_index("ttl"))
+            .query(&mut redis.client())
+            .expect("ZCARD")
+    };
+    assert_eq!(card(&redis), 120);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    // More expiring writes prune the index as they go, without anyone listing.
+    write_all(
+        &backend,
+        (0..100).map(|i| format!("{namespace}later:{i}")),
+        Some(60),
+    )
+    .await;
+    assert_eq!(
+        card(&redis),
+        120,
+        "writes with an expiry removed the expired entries"
+    );
+    let (listed, _) = list_all(&backend, &namespace, "", 1000).await;
+    assert_eq!(listed.len(), 120, "{listed:?}");
+    assert!(listed.iter().all(|k| !k.starts_with("gone:")));
+    assert_eq!(card(&redis), 120, "{index} holds the live keys");
+}
