@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! - [`server`]: the router, shared state, limits, `run` with graceful shutdown, `/healthz`, `/readyz`.
+//! - [`connections`]: each listener's accept loop: header-read deadline, cap on open
+//!   connections, the client's address for handlers, draining on shutdown.
 //! - [`admin`]: `PUT/GET/DELETE /v1/functions/{name}`, `GET /v1/functions`, versions and
 //!   rollback, bearer-token auth; [`auth_failures`]: failed logins limited per client address.
 //! - [`openapi`]: `GET /v1/openapi.json`, generated from the handlers' annotations.
@@ -38,6 +40,7 @@ pub mod backend;
 pub mod bindings;
 pub mod cli;
 pub mod compile_cache;
+pub mod connections;
 pub mod cookies;
 pub mod engine;
 pub mod error;

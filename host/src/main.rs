@@ -102,6 +102,15 @@ struct ServeArgs {
     /// Longest a request body may take to arrive, in milliseconds (408 beyond).
     #[arg(long, env = "GOLDFISH_BODY_TIMEOUT_MS", default_value_t = server::DEFAULT_BODY_TIMEOUT.as_millis() as u64)]
     body_timeout_ms: u64,
+    /// Longest a client may take to send a request's line and headers, in milliseconds (also how
+    /// long an idle kept-alive connection stays open); past it the connection is closed.
+    #[arg(long, env = "GOLDFISH_HEADER_TIMEOUT_MS", default_value_t = goldfish::connections::DEFAULT_HEADER_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_ms: u64,
+    /// Connections open at once on each listener; past it new connections wait until one closes.
+    #[arg(long, env = "GOLDFISH_MAX_CONNECTIONS", default_value_t = goldfish::connections::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_connections: usize,
     /// Invocations in flight at once, before their bodies are read; past it 503 at once.
     /// Default: twice --max-instances.
     #[arg(long, env = "GOLDFISH_MAX_IN_FLIGHT")]
@@ -298,6 +307,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_concurrent: args.max_compiles,
             timeout: Duration::from_secs(args.compile_timeout_secs),
             cache_dir: compile_cache_dir(args.compile_cache.as_deref()),
+        },
+        connections: goldfish::connections::ConnectionLimits {
+            header_timeout: Duration::from_millis(args.header_timeout_ms),
+            max_connections: args.max_connections,
         },
     };
     match &settings.compile.cache_dir {

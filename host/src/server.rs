@@ -1,8 +1,7 @@
 //! The HTTP server: state shared by handlers, the router, health endpoints, and `run` with
 //! graceful shutdown.
 
-use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth_failures::AuthFailures;
 use crate::backend::Backend;
+use crate::connections::{self, ConnectionLimits};
 use crate::engine::{DEFAULT_MAX_INSTANCES, RequestLimits, Runtime};
 use crate::error::HostError;
 use crate::guests::Guests;
@@ -70,6 +70,8 @@ pub struct Settings {
     pub kv_budget: KvBudget,
     /// How compiles run: how many at once, how long each may take, where machine code is cached.
     pub compile: CompileSettings,
+    /// How each listener treats connections: header deadline, how many may be open.
+    pub connections: ConnectionLimits,
 }
 
 impl std::fmt::Debug for Settings {
@@ -93,6 +95,7 @@ impl std::fmt::Debug for Settings {
             .field("limits", &self.limits)
             .field("kv_budget", &self.kv_budget)
             .field("compile", &self.compile)
+            .field("connections", &self.connections)
             .finish()
     }
 }
@@ -145,6 +148,7 @@ impl Default for Settings {
             },
             kv_budget: KvBudget::default(),
             compile: CompileSettings::default(),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -319,41 +323,34 @@ pub async fn run(
         tracing::info!("shutting down: draining in-flight requests");
         stop_tx.send(true).ok();
     });
-    // Client addresses reach the handlers (failed admin logins are limited per address).
+    let limits = state.settings.connections.clone();
     let serve = |listener: TcpListener, router: Router| {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop_signal())
-        .into_future()
+        connections::serve(listener, router, limits.clone(), stop_signal())
     };
     let server = async {
         match admin_listener {
             Some(admin_listener) => {
-                let (public, admin) = tokio::join!(
+                tokio::join!(
                     serve(listener, public_app(state.clone())),
                     serve(admin_listener, admin_app(state))
                 );
-                public.and(admin)
             }
             None => serve(listener, app(state)).await,
         }
     };
     let mut stopped = stopped;
-    let result = tokio::select! {
-        result = server => result.map_err(anyhow::Error::from),
+    tokio::select! {
+        () = server => {}
         _ = async {
             stopped.wait_for(|s| *s).await.ok();
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => {
             tracing::warn!("in-flight requests did not finish within {SHUTDOWN_GRACE:?}; stopping anyway");
-            Ok(())
         }
     };
     refresher.abort();
     heartbeat.stop().await;
-    result
+    Ok(())
 }
 
 /// Every path the router does not know: JSON, with where to go instead.
