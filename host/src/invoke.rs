@@ -67,7 +67,10 @@ async fn invoke_in_span(state: AppState, request: Request<Body>, request_id: Str
                 } else {
                     UNKNOWN_FUNCTION
                 };
-                let function = resolved.then_some(name.as_str());
+                // Failures are recorded under deployed names only; one that cannot be loaded is
+                // deployed too, and its operator needs the reason.
+                let deployed = resolved || e.class() == Some(FailureClass::CannotLoad);
+                let function = deployed.then_some(name.as_str());
                 let answer =
                     failures::answer(&state.backend, &state.fleet.id, e, &request_id, function);
                 (label, answer)
