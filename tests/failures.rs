@@ -151,6 +151,38 @@ async fn a_function_that_answers_keeps_an_empty_failure_list() {
 }
 
 #[tokio::test]
+async fn a_failure_that_cannot_be_recorded_is_answered_all_the_same_and_at_once() {
+    let redis = Redis::start();
+    // Two seconds per Redis command: an answer that waited for the record would take that long.
+    let host = Host::start_tuned(&redis, &["--redis-timeout-ms", "2000"]);
+    host.deploy_ok("mb", None, "misbehave").await;
+    assert_eq!(get_json(&host.fn_url("mb/trap")).await.0, 500);
+    redis.freeze();
+    let started = std::time::Instant::now();
+    let (status, body) = get_json(&host.fn_url("mb/trap")).await;
+    let took = started.elapsed();
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("trapped"),
+        "{body}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "the answer waited for the record: {took:?}"
+    );
+    let logged = support::eventually(std::time::Duration::from_secs(5), || async {
+        host.log_contents()
+            .contains("could not record the failure in the store")
+    })
+    .await;
+    redis.thaw();
+    assert!(logged, "{}", host.log_contents());
+}
+
+#[tokio::test]
 async fn without_redis_the_caller_is_told_storage_is_unavailable_not_what_redis_said() {
     let mut redis = Redis::start();
     let host = Host::start(&redis);
