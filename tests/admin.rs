@@ -408,12 +408,24 @@ async fn a_registry_entry_whose_bytes_do_not_compile_is_a_500_saying_redeploy() 
         .arg(entry.to_string())
         .query(&mut conn)
         .unwrap();
-    let (status, body) = get_json(&host.fn_url("stale")).await;
+    let response = client().get(host.fn_url("stale")).send().await.unwrap();
+    let id = support::request_id(&response);
+    let (status, body) = json(response).await;
     assert_eq!(status, 500, "{body}");
     let message = body["error"].as_str().unwrap();
     assert!(
         message.contains("cannot be loaded") && message.contains("redeploy"),
         "{message}"
+    );
+    // Why it cannot be loaded (the compiler's words) is the operator's to read.
+    assert!(!message.contains("does not compile"), "{message}");
+    let record = support::recorded_failure(&host, "stale", &id).await;
+    assert_eq!(record["class"], "cannot-load", "{record}");
+    assert!(
+        record["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("does not compile or link")),
+        "{record}"
     );
     for _ in 0..3 {
         assert_eq!(get_status(&host.fn_url("stale")).await, 500);

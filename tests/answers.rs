@@ -101,7 +101,13 @@ async fn unbounded_recursion_is_500_naming_a_stack_overflow() {
     let redis = Redis::start();
     let host = Host::start(&redis);
     host.deploy_ok("mb", None, "misbehave").await;
-    let (status, body) = get_json(&host.fn_url("mb/recurse")).await;
+    let response = client()
+        .get(host.fn_url("mb/recurse"))
+        .send()
+        .await
+        .expect("GET");
+    let id = support::request_id(&response);
+    let (status, body) = support::json(response).await;
     assert_eq!(status, 500, "{body}");
     assert!(
         body["error"]
@@ -109,6 +115,15 @@ async fn unbounded_recursion_is_500_naming_a_stack_overflow() {
             .unwrap_or_default()
             .contains("stack overflow"),
         "{body}"
+    );
+    // The operator sees which trap it was.
+    let record = support::recorded_failure(&host, "mb", &id).await;
+    assert_eq!(record["class"], "stack-overflow", "{record}");
+    assert!(
+        record["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("stack overflow: the function recursed")),
+        "{record}"
     );
     // The host keeps serving.
     assert_eq!(get_json(&host.fn_url("mb/")).await.0, 200);

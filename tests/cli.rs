@@ -266,6 +266,40 @@ fn a_failed_invocation_prints_the_hosts_message_and_exits_non_zero() {
     let output = goldfish(&host, &["invoke", "mis", "/trap"]);
     let err = fails(output);
     assert!(err.contains("HTTP 500") && err.contains("trap"), "{err}");
+    assert!(err.contains("goldfish errors mis"), "{err}");
+}
+
+#[test]
+fn errors_lists_a_functions_failures_with_the_detail_callers_do_not_see() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    deploy(&host, "misbehave", "mis");
+    assert_eq!(
+        ok(goldfish(&host, &["errors", "mis"])),
+        "no failures recorded for mis\n"
+    );
+    fails(goldfish(&host, &["invoke", "mis", "/trap"]));
+    // Recorded in the background, just after the answer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let table = loop {
+        let out = ok(goldfish(&host, &["errors", "mis"]));
+        if out.lines().count() > 1 || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("WHEN"), "{table}");
+    assert!(
+        lines[1].contains(" 500 ")
+            && lines[1].contains("trapped")
+            && lines[1].contains("deliberate trap"),
+        "{table}"
+    );
+    let list: Value =
+        serde_json::from_str(&ok(goldfish(&host, &["errors", "mis", "--json"]))).expect("JSON");
+    assert_eq!(list["errors"][0]["class"], "trapped", "{list}");
+    assert!(fails(goldfish(&host, &["errors", "ghost"])).contains("404"));
 }
 
 #[test]

@@ -129,16 +129,22 @@ async fn trapping_guest_is_500_naming_the_trap_and_the_next_call_succeeds() {
     let redis = Redis::start();
     let host = Host::start(&redis);
     host.deploy_ok("mb", None, "misbehave").await;
-    let (status, body) = get_json(&host.fn_url("mb/trap")).await;
+    let response = client().get(host.fn_url("mb/trap")).send().await.unwrap();
+    let id = support::request_id(&response);
+    let (status, body) = json(response).await;
     assert_eq!(status, 500);
     let message = body["error"].as_str().unwrap();
+    assert!(message.contains("trapped"), "{message}");
+    // The operator reads the trap and the guest's panic message.
+    let record = support::recorded_failure(&host, "mb", &id).await;
+    let detail = record["detail"].as_str().unwrap();
     assert!(
-        message.contains("trapped") && message.contains("unreachable"),
-        "{message}"
+        detail.contains("trapped") && detail.contains("unreachable"),
+        "{detail}"
     );
     assert!(
-        message.contains("deliberate trap"),
-        "the guest's panic message is passed on: {message}"
+        detail.contains("deliberate trap"),
+        "the guest's panic message is passed on: {detail}"
     );
     let ok = client().get(host.fn_url("mb/echo")).send().await.unwrap();
     assert_eq!(ok.status(), 200);
@@ -192,18 +198,24 @@ async fn invalid_status_or_header_from_the_guest_is_502() {
     let redis = Redis::start();
     let host = Host::start(&redis);
     host.deploy_ok("mb", None, "misbehave").await;
-    let (status, body) = get_json(&host.fn_url("mb/bad-status")).await;
-    assert_eq!(status, 502);
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("invalid status 42"),
-        "{body}"
-    );
-    let (status, body) = get_json(&host.fn_url("mb/bad-header")).await;
-    assert_eq!(status, 502);
-    assert!(body["error"].as_str().unwrap().contains("header"), "{body}");
+    for (path, detail) in [
+        ("mb/bad-status", "invalid status 42"),
+        ("mb/bad-header", "invalid value for header `x-injected`"),
+    ] {
+        let response = client().get(host.fn_url(path)).send().await.unwrap();
+        let id = support::request_id(&response);
+        let (status, body) = json(response).await;
+        assert_eq!(status, 502, "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("invalid HTTP"),
+            "{path}: {body}"
+        );
+        let record = support::recorded_failure(&host, "mb", &id).await;
+        assert!(
+            record["detail"].as_str().unwrap().contains(detail),
+            "{path}: {record}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -226,6 +226,11 @@ async fn every_admin_operation(check: &mut Check, host: &Host, token: &str) {
             "POST",
             url("/v1/functions/thing/rollback?to=1"),
         ),
+        (
+            "/v1/functions/{name}/errors",
+            "GET",
+            url("/v1/functions/thing/errors"),
+        ),
         ("/v1/functions/{name}", "DELETE", url("/v1/functions/thing")),
     ];
     for (template, method, url) in calls {
@@ -344,6 +349,20 @@ async fn every_documented_status_and_schema_matches_what_real_hosts_answer() {
             http.get(url("/v1/functions/thing/versions")),
         )
         .await;
+    let errors = "/v1/functions/{name}/errors";
+    for (path, authorized) in [
+        ("/v1/functions/mis/errors", true),
+        ("/v1/functions/ghost/errors", true),
+        ("/v1/functions/Bad_Name/errors", true),
+        ("/v1/functions/mis/errors", false),
+    ] {
+        let request = if authorized {
+            admin(Method::GET, path)
+        } else {
+            http.get(url(path))
+        };
+        check.call(errors, "GET", request).await;
+    }
     check
         .call(
             rollback,
@@ -420,6 +439,14 @@ async fn every_documented_status_and_schema_matches_what_real_hosts_answer() {
         check.call(INVOKE, name, call("/fn/mis/bad-status")).await;
         check.call(INVOKE, name, call("/fn/mis/spin")).await;
     }
+    // The failures just answered, as the operator reads them.
+    check
+        .call(
+            "/v1/functions/{name}/errors",
+            "GET",
+            admin(Method::GET, "/v1/functions/mis/errors"),
+        )
+        .await;
 
     // A host without an admin token refuses every admin call.
     let closed = Host::start_with(&["--redis", &redis.url()]);

@@ -1,4 +1,5 @@
-//! The admin API: deploy, list, show and delete functions, list their versions and roll back.
+//! The admin API: deploy, list, show and delete functions, list their versions and roll back,
+//! read their recent failures.
 //! Every route needs `Authorization: Bearer TOKEN`; without a configured token the whole API
 //! answers 403. Each handler's `#[utoipa::path]` is its entry in `GET /v1/openapi.json`
 //! ([`crate::openapi`]): statuses and bodies are documented where they are produced.
@@ -18,6 +19,7 @@ use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::HostError;
+use crate::failures::{self, FailureList};
 use crate::openapi::{AdminFailures, ErrorBody, WasmComponent};
 use crate::registry::{FunctionEntry, FunctionLimits, is_valid_name};
 use crate::server::AppState;
@@ -307,6 +309,44 @@ pub async fn rollback(
     let entry = state.registry.rollback(&name, to).await?;
     tracing::info!(function = %name, version = entry.version, digest = %entry.digest, by, "rolled back");
     Ok(Json(entry))
+}
+
+/// `GET /v1/functions/{name}/errors`: the function's recent failures, newest first, from every
+/// host, with the detail its callers were not shown.
+#[utoipa::path(
+    get,
+    path = "/v1/functions/{name}/errors",
+    tag = "admin",
+    operation_id = "errors",
+    summary = "List a function's recent failures (its 5xx answers), newest first",
+    description = "Every host records the server-side failures of invocations in the store: \
+        when, the request id the caller got, the status, the class, the whole detail (trap and \
+        guest function, the guest's last stderr line, Redis' words) and the host. The last 50 \
+        per function are kept, for 7 days after the latest. Answers at a host's capacity \
+        limits (503 that say which limit) are not recorded.",
+    params(("name" = String, Path, description = "Function name")),
+    responses(
+        (status = 200, description = "The recent failures, newest first (none: an empty list)", body = FailureList),
+        (status = 400, description = "Invalid function name", body = ErrorBody),
+        (status = 404, description = "No function of that name is deployed", body = ErrorBody),
+        AdminFailures,
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn errors(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    request: Request<Body>,
+) -> Result<Json<FailureList>, HostError> {
+    authorize(&state, request.headers(), request.extensions().get())?;
+    check_name("function name", &name)?;
+    if state.registry.get(&name).await?.is_none() {
+        return Err(HostError::NotFound(format!(
+            "no function named `{name}` is deployed"
+        )));
+    }
+    let errors = failures::recent(&state.backend, &name).await?;
+    Ok(Json(FailureList { name, errors }))
 }
 
 /// A query string that does not parse, as the JSON 400 every other error is.

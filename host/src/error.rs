@@ -1,17 +1,132 @@
 //! [`HostError`]: every way an HTTP request can fail, and the only place that picks status codes.
 //!
 //! Client errors (4xx) carry a message that says what to do and are logged at debug level.
-//! Server-side failures are logged once with the request id; internal ones answer with a generic
-//! message so no internals leak.
+//! Server-side failures (5xx) are logged once, in the request's span (so with its request id).
+//! The admin API's caller is the authenticated operator and sees their whole detail; an invoke
+//! caller is anyone, and sees only their [`FailureClass`], the request id and where the detail
+//! is ([`HostError::into_invoke_response`]): never Redis' words, compile errors, the guest's
+//! backtrace or its stderr.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::backend::BackendError;
 use crate::engine::{CallError, ValidationError};
 use crate::registry::{DeployError, ResolveError, VersionError};
+
+/// The `Retry-After` of a 503 for capacity or storage: slots free and Redis reconnects within
+/// about that, and a client that waits it does not hammer a host that is shedding load.
+const RETRY_AFTER_SECONDS: u64 = 1;
+
+/// What kind of server-side failure a request met: all of a 5xx an invoke caller is told about
+/// it, beside the request id; stored (kebab-case) with each failure record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureClass {
+    /// The guest trapped: a panic, `unreachable`, a bad memory access.
+    Trapped,
+    /// The guest recursed past its stack.
+    StackOverflow,
+    /// The guest grew its memory past its limit.
+    MemoryLimit,
+    /// The guest used up its CPU budget.
+    CpuBudget,
+    /// The guest ran past its wall-clock deadline.
+    Timeout,
+    /// The guest answered, but not with valid HTTP.
+    InvalidHttp,
+    /// The function's component is missing or no longer compiles on this host.
+    CannotLoad,
+    /// Redis did not answer, or refused.
+    StoreUnavailable,
+    /// The host is at one of its limits (requests in flight, instance slots, a function's
+    /// concurrency, the instance pool) or shutting down.
+    AtCapacity,
+    /// A bug or an unexpected failure of the host.
+    Internal,
+}
+
+impl FailureClass {
+    /// The name it is stored and listed under (its serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::Trapped => "trapped",
+            FailureClass::StackOverflow => "stack-overflow",
+            FailureClass::MemoryLimit => "memory-limit",
+            FailureClass::CpuBudget => "cpu-budget",
+            FailureClass::Timeout => "timeout",
+            FailureClass::InvalidHttp => "invalid-http",
+            FailureClass::CannotLoad => "cannot-load",
+            FailureClass::StoreUnavailable => "store-unavailable",
+            FailureClass::AtCapacity => "at-capacity",
+            FailureClass::Internal => "internal",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            FailureClass::Trapped
+            | FailureClass::StackOverflow
+            | FailureClass::MemoryLimit
+            | FailureClass::CpuBudget
+            | FailureClass::CannotLoad
+            | FailureClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            FailureClass::InvalidHttp => StatusCode::BAD_GATEWAY,
+            FailureClass::StoreUnavailable | FailureClass::AtCapacity => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            FailureClass::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// What anyone may be told about a failure of this class.
+    pub fn summary(self) -> &'static str {
+        match self {
+            FailureClass::Trapped => "the function trapped (it crashed)",
+            FailureClass::StackOverflow => {
+                "the function failed with a stack overflow (it recursed too deeply)"
+            }
+            FailureClass::MemoryLimit => "the function exceeded its memory limit",
+            FailureClass::CpuBudget => "the function used more than its CPU budget",
+            FailureClass::Timeout => "the function did not answer within its time limit",
+            FailureClass::InvalidHttp => {
+                "the function answered with invalid HTTP (a bad status, header or body)"
+            }
+            FailureClass::CannotLoad => {
+                "the function cannot be loaded on this host; its operator must redeploy it"
+            }
+            FailureClass::StoreUnavailable => "storage is unavailable; retry shortly",
+            FailureClass::AtCapacity => "the host is at capacity; retry shortly",
+            FailureClass::Internal => "internal error",
+        }
+    }
+
+    /// Whether the detail of a failure of this class may be shown to anyone: true where the
+    /// host writes it from its own settings alone (the limit that was hit, the capacity that is
+    /// full; see `From<CallError>` and the capacity checks in [`crate::invoke`]), with nothing
+    /// from the guest, Redis or the compiler in it.
+    pub fn detail_is_public(self) -> bool {
+        matches!(
+            self,
+            FailureClass::MemoryLimit
+                | FailureClass::CpuBudget
+                | FailureClass::Timeout
+                | FailureClass::AtCapacity
+        )
+    }
+
+    /// Whether an invocation failing this way is kept in the function's failure list
+    /// ([`crate::failures`]). Not at capacity: the caller's message already says all there is,
+    /// the metrics count them, and a host shedding load should not also write to Redis for
+    /// every request it sheds.
+    pub fn is_recorded(self) -> bool {
+        self != FailureClass::AtCapacity
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -44,17 +159,16 @@ pub enum HostError {
     /// A well-formed component that Goldfish cannot run.
     #[error("{0}")]
     Unprocessable(String),
-    /// The guest trapped or ran out of memory.
-    #[error("{0}")]
-    GuestFailed(String),
-    /// The guest answered with something that is not valid HTTP.
-    #[error("{0}")]
-    BadGuestResponse(String),
-    /// The store is down, or the host is at capacity.
+    /// The function or the store failed: `class` picks the status and is all an invoke caller
+    /// learns (unless [`FailureClass::detail_is_public`]); `detail` (the trap, the guest's
+    /// backtrace and stderr, Redis' or the compiler's words) is for the log, the failure list
+    /// and the admin API.
+    #[error("{detail}")]
+    Failed { class: FailureClass, detail: String },
+    /// The host is at capacity or shutting down: the host's own words about its own limits,
+    /// shown to anyone, with `Retry-After`.
     #[error("{0}")]
     Unavailable(String),
-    #[error("{0}")]
-    Timeout(String),
     /// A bug or an unexpected failure; details go to the log only.
     #[error("internal error: {0}")]
     Internal(String),
@@ -73,38 +187,82 @@ impl HostError {
             HostError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             HostError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HostError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            HostError::GuestFailed(_) | HostError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            HostError::BadGuestResponse(_) => StatusCode::BAD_GATEWAY,
-            HostError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            HostError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            HostError::Failed { class, .. } => class.status(),
+            HostError::Unavailable(_) => FailureClass::AtCapacity.status(),
+            HostError::Internal(_) => FailureClass::Internal.status(),
         }
     }
-}
 
-impl IntoResponse for HostError {
-    fn into_response(self) -> Response {
+    /// The class of a server-side failure; `None` for a client error.
+    pub fn class(&self) -> Option<FailureClass> {
+        match self {
+            HostError::Failed { class, .. } => Some(*class),
+            HostError::Unavailable(_) => Some(FailureClass::AtCapacity),
+            HostError::Internal(_) => Some(FailureClass::Internal),
+            _ => None,
+        }
+    }
+
+    /// The answer an invoke caller gets, who may be anyone: a client error says what to do,
+    /// as everywhere; a server-side failure says its class, the request id and where the
+    /// operator finds the detail (the failure list of `function` when it is one that is
+    /// recorded, else the host log), and the detail goes to the log. The body is
+    /// `{"error": ..., "request_id": ...}`.
+    pub fn into_invoke_response(self, request_id: &str, function: Option<&str>) -> Response {
         let status = self.status();
-        let message = match &self {
-            HostError::Internal(detail) => {
-                tracing::error!("internal error: {detail}");
-                "internal error; the host log has details".to_owned()
-            }
-            e if status.is_server_error() => {
-                tracing::warn!(status = status.as_u16(), "{e}");
-                e.to_string()
-            }
-            e => {
-                tracing::debug!(status = status.as_u16(), "{e}");
-                e.to_string()
+        self.log(status);
+        let message = match self.class() {
+            None => self.to_string(),
+            Some(class) => {
+                let said = if class.detail_is_public() {
+                    self.to_string()
+                } else {
+                    class.summary().to_owned()
+                };
+                match function {
+                    _ if !class.is_recorded() => format!("{said} (request id {request_id})"),
+                    Some(name) => format!(
+                        "{said}; request id {request_id}: its operator finds the details with \
+                         `goldfish errors {name}` (GET /v1/functions/{name}/errors) and in the \
+                         host log"
+                    ),
+                    None => {
+                        format!("{said}; request id {request_id}: the host log has the details")
+                    }
+                }
             }
         };
-        let mut response = (status, Json(json!({ "error": message }))).into_response();
-        if let HostError::TooManyRequests { retry_after, .. } = &self
-            && let Ok(value) = HeaderValue::from_str(&retry_after.to_string())
+        let body = json!({ "error": message, "request_id": request_id });
+        self.with_headers((status, Json(body)).into_response())
+    }
+
+    /// Logs once, in the request's span: internal errors as errors, other server-side
+    /// failures as warnings with their whole detail, client errors at debug level.
+    fn log(&self, status: StatusCode) {
+        match self {
+            HostError::Internal(detail) => tracing::error!("internal error: {detail}"),
+            e if status.is_server_error() => {
+                let class = e.class().map_or("", FailureClass::as_str);
+                tracing::warn!(status = status.as_u16(), class, "{e}")
+            }
+            e => tracing::debug!(status = status.as_u16(), "{e}"),
+        }
+    }
+
+    /// The headers that go with the error: `Retry-After` on 429 and 503, `WWW-Authenticate`
+    /// on 401.
+    fn with_headers(&self, mut response: Response) -> Response {
+        let retry_after = match self {
+            HostError::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            _ if response.status() == StatusCode::SERVICE_UNAVAILABLE => Some(RETRY_AFTER_SECONDS),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after
+            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
-        if status == StatusCode::UNAUTHORIZED {
+        if response.status() == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -113,11 +271,26 @@ impl IntoResponse for HostError {
     }
 }
 
+/// The answer every route but invocation gives: the admin API's caller is the operator, who
+/// sees the whole detail of a failure (internal errors excepted: those are the log's).
+impl IntoResponse for HostError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        self.log(status);
+        let message = match &self {
+            HostError::Internal(_) => "internal error; the host log has details".to_owned(),
+            e => e.to_string(),
+        };
+        self.with_headers((status, Json(json!({ "error": message }))).into_response())
+    }
+}
+
 impl From<BackendError> for HostError {
     fn from(e: BackendError) -> Self {
-        HostError::Unavailable(format!(
-            "{e}; check that Redis is running and reachable, then retry"
-        ))
+        HostError::Failed {
+            class: FailureClass::StoreUnavailable,
+            detail: format!("{e}; check that Redis is running and reachable, then retry"),
+        }
     }
 }
 
@@ -156,20 +329,143 @@ impl From<ResolveError> for HostError {
                 "no function named `{name}` is deployed; deploy it with PUT /v1/functions/{name}"
             )),
             ResolveError::Backend(b) => b.into(),
-            // Not the caller's fault, but the operator can fix it: say how.
-            broken @ ResolveError::Broken { .. } => HostError::GuestFailed(broken.to_string()),
+            // Not the caller's fault, but the operator can fix it: the detail says how.
+            broken @ ResolveError::Broken { .. } => HostError::Failed {
+                class: FailureClass::CannotLoad,
+                detail: broken.to_string(),
+            },
         }
     }
 }
 
 impl From<CallError> for HostError {
     fn from(e: CallError) -> Self {
-        match e {
-            CallError::Timeout(_) => HostError::Timeout(e.to_string()),
-            CallError::MemoryLimit(_) | CallError::Trap(_) | CallError::CpuBudget(_) => {
-                HostError::GuestFailed(e.to_string())
+        let class = match e {
+            CallError::PoolExhausted(_) => return HostError::Unavailable(e.to_string()),
+            CallError::BadResponse(message) => {
+                return HostError::Failed {
+                    class: FailureClass::InvalidHttp,
+                    detail: message,
+                };
             }
-            CallError::BadResponse(message) => HostError::BadGuestResponse(message),
+            // These three are the host's sentences about its own limits: public.
+            CallError::Timeout(_) => FailureClass::Timeout,
+            CallError::MemoryLimit(_) => FailureClass::MemoryLimit,
+            CallError::CpuBudget(_) => FailureClass::CpuBudget,
+            CallError::Trap(_) => FailureClass::Trapped,
+            CallError::StackOverflow(_) => FailureClass::StackOverflow,
+        };
+        HostError::Failed {
+            class,
+            detail: e.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_of(response: Response) -> serde_json::Value {
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        serde_json::from_slice(&bytes).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn an_invoke_caller_sees_the_class_and_request_id_never_the_detail() {
+        let trap = HostError::Failed {
+            class: FailureClass::Trapped,
+            detail: "wasm trap (in _ZN9misbehave6handle17h); the guest's last stderr line: \
+                     secret"
+                .into(),
+        };
+        let response = trap.into_invoke_response("00ff", Some("mb"));
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = body_of(response).await;
+        let message = body["error"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("trapped") && message.contains("00ff"),
+            "{body}"
+        );
+        assert!(message.contains("goldfish errors mb"), "{body}");
+        assert!(
+            !message.contains("secret") && !message.contains("_ZN"),
+            "{body}"
+        );
+        assert_eq!(body["request_id"], "00ff");
+
+        let redis = HostError::from(BackendError::Unavailable(
+            "Connection refused (os error 111)".into(),
+        ));
+        let response = redis.into_invoke_response("00fe", None);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+        let body = body_of(response).await;
+        let message = body["error"].as_str().unwrap_or_default();
+        assert!(message.contains("storage is unavailable"), "{body}");
+        assert!(!message.contains("refused"), "{body}");
+    }
+
+    #[test]
+    fn class_names_are_their_serde_names() {
+        use FailureClass::*;
+        for class in [
+            Trapped,
+            StackOverflow,
+            MemoryLimit,
+            CpuBudget,
+            Timeout,
+            InvalidHttp,
+            CannotLoad,
+            StoreUnavailable,
+            AtCapacity,
+            Internal,
+        ] {
+            assert_eq!(
+                serde_json::to_value(class).ok(),
+                Some(serde_json::json!(class.as_str()))
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_operator_sees_the_whole_detail_on_the_admin_api() {
+        let redis = HostError::from(BackendError::Unavailable("Connection refused".into()));
+        let body = body_of(redis.into_response()).await;
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Connection refused"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn limits_hit_are_named_with_their_value_and_pool_exhaustion_is_a_retryable_503() {
+        let memory = HostError::from(CallError::MemoryLimit(16));
+        let body = body_of(memory.into_invoke_response("1", Some("mb"))).await;
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("memory limit of 16 MiB"),
+            "{body}"
+        );
+        let pool = HostError::from(CallError::PoolExhausted(
+            "maximum concurrent limit of 8 for core instances reached".into(),
+        ));
+        let response = pool.into_invoke_response("2", Some("mb"));
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from_static("1"))
+        );
     }
 }

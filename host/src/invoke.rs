@@ -14,7 +14,8 @@ use axum::http::{HeaderName, HeaderValue, Method, Request, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::engine::CallError;
-use crate::error::HostError;
+use crate::error::{FailureClass, HostError};
+use crate::failures;
 use crate::guest_log::GuestLog;
 use crate::kv::KvSession;
 use crate::metrics::UNKNOWN_FUNCTION;
@@ -66,7 +67,13 @@ async fn invoke_in_span(state: AppState, request: Request<Body>, request_id: Str
                 } else {
                     UNKNOWN_FUNCTION
                 };
-                (label, e.into_response())
+                // Failures are recorded under deployed names only; one that cannot be loaded is
+                // deployed too, and its operator needs the reason.
+                let deployed = resolved || e.class() == Some(FailureClass::CannotLoad);
+                let function = deployed.then_some(name.as_str());
+                let answer =
+                    failures::answer(&state.backend, &state.fleet.id, e, &request_id, function);
+                (label, answer)
             }
         }
     };
@@ -213,10 +220,11 @@ async fn call(
     log.emit();
     let guest_response = outcome.map_err(|e| match (&e, log.last_stderr_line()) {
         // A Rust guest prints its panic message to stderr just before it traps: the most useful
-        // line for whoever reads the 500.
-        (CallError::Trap(_), Some(line)) => {
-            HostError::GuestFailed(format!("{e}; the guest's last stderr line: {line}"))
-        }
+        // line for the operator reading the failure (the caller is not shown it).
+        (CallError::Trap(_), Some(line)) => HostError::Failed {
+            class: FailureClass::Trapped,
+            detail: format!("{e}; the guest's last stderr line: {line}"),
+        },
         _ => HostError::from(e),
     })?;
     let mut response = to_http_response(guest_response);

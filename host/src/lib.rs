@@ -6,7 +6,8 @@
 //! - [`connections`]: each listener's accept loop: header-read deadline, cap on open
 //!   connections, the client's address for handlers, draining on shutdown.
 //! - [`admin`]: `PUT/GET/DELETE /v1/functions/{name}`, `GET /v1/functions`, versions and
-//!   rollback, bearer-token auth; [`auth_failures`]: failed logins limited per client address.
+//!   rollback, recent failures, bearer-token auth; [`auth_failures`]: failed logins limited per
+//!   client address.
 //! - [`openapi`]: `GET /v1/openapi.json`, generated from the handlers' annotations.
 //! - [`invoke`]: `/fn/{name}/...`: HTTP ⇄ the WIT request/response, validation of guest answers.
 //! - [`cookies`]: cookies scoped per app (renamed on the way out, filtered on the way in).
@@ -26,10 +27,13 @@
 //! - [`stress`]: `goldfish stress`: load generator that checks one-instance-per-request through
 //!   `/metrics` and the recycle probe; text, JSON and SVG reports.
 //! - [`guests`]: the guest runtime (apart from the HTTP front) and per-function concurrency caps.
-//! - [`cli`]: `goldfish deploy`, `ls`, `show`, `invoke`, `rm`, `versions`, `rollback`: client
-//!   commands over the admin and invoke APIs, tables for people, `--json` for scripts.
+//! - [`cli`]: `goldfish deploy`, `ls`, `show`, `invoke`, `rm`, `versions`, `rollback`, `errors`:
+//!   client commands over the admin and invoke APIs, tables for people, `--json` for scripts.
 //! - [`guest_log`]: bounded capture of guest stdout/stderr into the host log.
-//! - [`error`]: [`error::HostError`], the only place that picks HTTP status codes.
+//! - [`error`]: [`error::HostError`], the only place that picks HTTP status codes, and what an
+//!   invoke caller may be told of a failure ([`error::FailureClass`]).
+//! - [`failures`]: each function's recent failures with their whole detail, kept in the store
+//!   for `GET /v1/functions/{name}/errors` and `goldfish errors`.
 // One `unsafe` block in the whole host, with its proof: loading machine code this host cached
 // (`compile_cache`). Everything else stays safe code.
 #![deny(unsafe_code)]
@@ -44,6 +48,7 @@ pub mod connections;
 pub mod cookies;
 pub mod engine;
 pub mod error;
+pub mod failures;
 pub mod fleet;
 pub mod guest_log;
 pub mod guests;

@@ -13,15 +13,23 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
 use crate::admin::{self, ListedVersion, VersionList};
-use crate::error::HostError;
+use crate::error::{FailureClass, HostError};
+use crate::failures::{FailureList, FailureRecord};
 use crate::registry::FunctionEntry;
 
 /// Every error the host answers with.
-// Built by `HostError`'s `IntoResponse`; a unit test keeps the two in step.
+// Built by `HostError`'s `IntoResponse` and `into_invoke_response`; a unit test keeps them in
+// step.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
-    /// What went wrong, and what to do about it.
+    /// What went wrong, and what to do about it. For a failure of an invocation: its class
+    /// only (the function trapped, ran out of memory, ...) and where the operator finds the
+    /// detail.
     pub error: String,
+    /// Invocations only: the request id, as in the `x-request-id` header, to find the
+    /// failure in `GET /v1/functions/{name}/errors` and the host log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// A WebAssembly component's bytes, as uploaded.
@@ -75,13 +83,22 @@ pub enum AdminFailures {
         admin::remove,
         admin::versions,
         admin::rollback,
+        admin::errors,
         invoke_function,
         document,
     ),
-    components(schemas(ErrorBody, FunctionEntry, VersionList, ListedVersion)),
+    components(schemas(
+        ErrorBody,
+        FunctionEntry,
+        VersionList,
+        ListedVersion,
+        FailureList,
+        FailureRecord,
+        FailureClass
+    )),
     modifiers(&AdminToken, &UniqueOperationIds),
     tags(
-        (name = "admin", description = "Deploy, inspect, delete and roll back functions"),
+        (name = "admin", description = "Deploy, inspect, delete and roll back functions, read their failures"),
         (name = "invoke", description = "Call a deployed function"),
     )
 )]
@@ -187,7 +204,10 @@ pub async fn document() -> Result<Response, HostError> {
     description = "Any method. The guest receives the method, the path below `/fn/{name}` \
         (raw, not percent-decoded; `/fn/{name}` and `/fn/{name}/` reach it as `/`), the raw \
         query, the headers and the body, on a fresh instance. Every answer carries an \
-        `x-request-id` header, which tags the guest's output in the host log.",
+        `x-request-id` header, which tags the guest's output in the host log. A failure the \
+        host answers for says only its class (trapped, stack overflow, memory limit, CPU \
+        budget, invalid HTTP, storage unavailable, at capacity, time limit) and the request \
+        id; the detail is in `GET /v1/functions/{name}/errors` and the host log.",
     params(
         ("name" = String, Path, description = "Function name"),
         ("path" = String, Path, description = "The path the function sees, below `/fn/{name}`; may contain slashes"),
@@ -197,9 +217,9 @@ pub async fn document() -> Result<Response, HostError> {
         (status = "default", description = "The function's own answer"),
         (status = 404, description = "No function of that name is deployed", body = ErrorBody),
         (status = 413, description = "The body is larger than `--max-body-bytes`; the function never ran", body = ErrorBody),
-        (status = 500, description = "The function trapped, hit its memory limit or CPU budget, or cannot be loaded", body = ErrorBody),
-        (status = 502, description = "The function answered with an invalid status or header", body = ErrorBody),
-        (status = 503, description = "The host is at its instance or per-function limit, or Redis is unreachable", body = ErrorBody),
+        (status = 500, description = "The function trapped, overflowed its stack, hit its memory limit or CPU budget, or cannot be loaded", body = ErrorBody),
+        (status = 502, description = "The function answered with an invalid status, header or body", body = ErrorBody),
+        (status = 503, description = "The host is at capacity (requests in flight, instance slots or pool, the function's concurrency) or Redis is unreachable; retry after `Retry-After` seconds", body = ErrorBody),
         (status = 504, description = "The function ran past `--timeout-ms`", body = ErrorBody),
     )
 )]
@@ -213,12 +233,17 @@ mod tests {
 
     #[tokio::test]
     async fn every_host_error_body_is_the_documented_error_body() {
-        for error in [
-            HostError::BadRequest("x".into()),
-            HostError::Conflict("x".into()),
-            HostError::Internal("secret detail".into()),
+        let invoke_failure = HostError::Failed {
+            class: FailureClass::Trapped,
+            detail: "x".into(),
+        };
+        for response in [
+            HostError::BadRequest("x".into()).into_response(),
+            HostError::Conflict("x".into()).into_response(),
+            HostError::Internal("secret detail".into()).into_response(),
+            invoke_failure.into_invoke_response("0123", Some("f")),
         ] {
-            let body = error.into_response().into_body().collect().await;
+            let body = response.into_body().collect().await;
             let bytes = body.map(|b| b.to_bytes()).unwrap_or_default();
             let parsed: Result<ErrorBody, _> = serde_json::from_slice(&bytes);
             assert!(parsed.is_ok(), "{}", String::from_utf8_lossy(&bytes));
@@ -239,6 +264,7 @@ mod tests {
             "/v1/functions/{name}",
             "/v1/functions/{name}/versions",
             "/v1/functions/{name}/rollback",
+            "/v1/functions/{name}/errors",
             "/v1/openapi.json",
             "/fn/{name}/{path}",
         ] {

@@ -256,6 +256,7 @@ fn admin_routes() -> Router<AppState> {
         )
         .route("/v1/functions/{name}/versions", get(admin::versions))
         .route("/v1/functions/{name}/rollback", post(admin::rollback))
+        .route("/v1/functions/{name}/errors", get(admin::errors))
         .route("/v1/openapi.json", get(openapi::document))
 }
 

@@ -597,3 +597,44 @@ pub async fn json(response: reqwest::Response) -> (u16, serde_json::Value) {
     let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
     (status, value)
 }
+
+/// The `x-request-id` of an answer.
+pub fn request_id(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("every invocation answer has an x-request-id")
+        .to_owned()
+}
+
+/// The record of request `request_id` in `GET /v1/functions/{function}/errors` on `host`,
+/// waiting up to 5 s for it (records are written in the background, after the answer).
+pub async fn recorded_failure(host: &Host, function: &str, request_id: &str) -> serde_json::Value {
+    let url = format!("{}/v1/functions/{function}/errors", host.url);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let response = client()
+            .get(&url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("GET errors");
+        let (status, body) = json(response).await;
+        assert_eq!(status, 200, "{body}");
+        let record = body["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|record| record["request_id"] == request_id)
+            .cloned();
+        if let Some(record) = record {
+            return record;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failure recorded for request {request_id} of {function}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -4,7 +4,7 @@
 //! says so at start. It honours the same contract as Redis (expiry, atomic compare-and-swap,
 //! prefix listing), so a function behaves the same on both.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -33,6 +33,9 @@ struct State {
     /// Host id → its heartbeat JSON and when it expires, as [`super::keys::host`] in Redis.
     /// With this backend only the host itself is ever here.
     hosts: BTreeMap<String, (String, Instant)>,
+    /// Function name → its failure records, newest first, and when the list expires, as
+    /// [`super::keys::failures`] in Redis.
+    failures: HashMap<String, (VecDeque<String>, Instant)>,
 }
 
 struct Stored {
@@ -364,6 +367,44 @@ impl MemoryBackend {
     pub async fn remove_host(&self, id: &str) -> Result<(), BackendError> {
         self.lock().hosts.remove(id);
         Ok(())
+    }
+
+    pub async fn push_failure(
+        &self,
+        function: &str,
+        record: &str,
+        keep: usize,
+        ttl_seconds: u32,
+    ) -> Result<(), BackendError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state
+            .failures
+            .retain(|_, (_, expires_at)| *expires_at > now);
+        let expires_at = now + Duration::from_secs(u64::from(ttl_seconds.max(1)));
+        let (records, expiry) = state
+            .failures
+            .entry(function.to_owned())
+            .or_insert_with(|| (VecDeque::new(), expires_at));
+        records.push_front(record.to_owned());
+        records.truncate(keep.max(1));
+        *expiry = expires_at;
+        Ok(())
+    }
+
+    pub async fn failures(
+        &self,
+        function: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, BackendError> {
+        let now = Instant::now();
+        Ok(self
+            .lock()
+            .failures
+            .get(function)
+            .filter(|(_, expires_at)| *expires_at > now)
+            .map(|(records, _)| records.iter().take(limit).cloned().collect())
+            .unwrap_or_default())
     }
 }
 

@@ -86,6 +86,11 @@ pub mod keys {
     pub fn host(id: &str) -> String {
         format!("gf:{{registry}}:host:{id}")
     }
+    /// List of one function's recent failures, newest first (JSON
+    /// [`crate::failures::FailureRecord`]), capped and expiring a while after the latest.
+    pub fn failures(function: &str) -> String {
+        format!("gf:failures:{function}")
+    }
 }
 
 /// One function as the registry stores it: its current entry and its version history, both
@@ -325,6 +330,27 @@ impl Backend {
     /// Removes host `id`'s heartbeat at once (a host stopping politely).
     pub async fn remove_host(&self, id: &str) -> Result<(), BackendError> {
         dispatch!(self.remove_host(id))
+    }
+
+    /// Puts `record` (JSON) at the head of `function`'s failure list, keeps only the newest
+    /// `keep`, and has the list expire `ttl_seconds` after this write, in one atomic step.
+    pub async fn push_failure(
+        &self,
+        function: &str,
+        record: &str,
+        keep: usize,
+        ttl_seconds: u32,
+    ) -> Result<(), BackendError> {
+        dispatch!(self.push_failure(function, record, keep, ttl_seconds))
+    }
+
+    /// The newest `limit` records of `function`'s failure list, newest first.
+    pub async fn failures(
+        &self,
+        function: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, BackendError> {
+        dispatch!(self.failures(function, limit))
     }
 }
 

@@ -1046,6 +1046,41 @@ impl RedisBackend {
             .await
             .map_err(unavailable)
     }
+
+    pub async fn push_failure(
+        &self,
+        function: &str,
+        record: &str,
+        keep: usize,
+        ttl_seconds: u32,
+    ) -> Result<(), BackendError> {
+        let key = keys::failures(function);
+        redis::pipe()
+            .atomic()
+            .lpush(&key, record)
+            .ignore()
+            .ltrim(&key, 0, keep.max(1) as isize - 1)
+            .ignore()
+            .expire(&key, i64::from(ttl_seconds.max(1)))
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
+    pub async fn failures(
+        &self,
+        function: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, BackendError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.conn()
+            .lrange(keys::failures(function), 0, limit as isize - 1)
+            .await
+            .map_err(unavailable)
+    }
 }
 
 fn unavailable(e: redis::RedisError) -> BackendError {

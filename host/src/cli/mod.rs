@@ -1,5 +1,5 @@
 //! The client commands of the `goldfish` binary: `deploy`, `ls`, `show`, `invoke`, `rm`,
-//! `versions`, `rollback`, each one admin or invoke API call to a running host
+//! `versions`, `rollback`, `errors`, each one admin or invoke API call to a running host
 //! ([`client`]), printed for people by default ([`output`]) or as the API's JSON with `--json`.
 
 pub mod client;
@@ -12,6 +12,7 @@ use clap::{Args, Subcommand};
 
 use self::client::{Client, Upload};
 use crate::admin::VersionList;
+use crate::failures::FailureList;
 use crate::registry::FunctionEntry;
 
 /// The client commands, flattened into the binary's subcommands.
@@ -31,6 +32,9 @@ pub enum ClientCommand {
     Versions(NameArgs),
     /// Point a function back at one of its kept versions (default: the one before the current).
     Rollback(RollbackArgs),
+    /// List a function's recent failures (its 5xx answers) from every host, newest first, with
+    /// the detail its callers are not shown.
+    Errors(NameArgs),
 }
 
 /// Which host to talk to, and how to print.
@@ -144,6 +148,12 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<bool> {
             let path = format!("{}/versions", function_path(&args.name));
             let list: VersionList = client.get_json(&path).await?;
             print(&args.target, &list, || output::versions_table(&list))
+        }
+        ClientCommand::Errors(args) => {
+            let client = Client::new(&args.target)?;
+            let path = format!("{}/errors", function_path(&args.name));
+            let list: FailureList = client.get_json(&path).await?;
+            print(&args.target, &list, || output::failures_table(&list))
         }
         ClientCommand::Rollback(args) => {
             let client = Client::new(&args.target)?;

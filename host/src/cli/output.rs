@@ -5,6 +5,7 @@ use std::io::Write;
 
 use super::client::Answer;
 use crate::admin::VersionList;
+use crate::failures::FailureList;
 use crate::registry::FunctionEntry;
 
 /// Hex digits of a digest shown in tables: enough to tell versions apart at a glance.
@@ -100,6 +101,31 @@ pub fn versions_table(list: &VersionList) -> String {
         &[
             "", "VERSION", "DEPLOYED", "BY", "SIZE", "WORLD", "APP", "DIGEST",
         ],
+        rows,
+    )
+}
+
+/// `goldfish errors`: one failure a row, the detail last and whole.
+pub fn failures_table(list: &FailureList) -> String {
+    if list.errors.is_empty() {
+        return format!("no failures recorded for {}\n", list.name);
+    }
+    let rows = list
+        .errors
+        .iter()
+        .map(|f| {
+            vec![
+                utc(f.at_ms / 1000),
+                f.status.to_string(),
+                f.class.as_str().to_owned(),
+                f.request_id.clone(),
+                f.host.clone(),
+                f.detail.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &["WHEN", "STATUS", "CLASS", "REQUEST", "HOST", "DETAIL"],
         rows,
     )
 }

@@ -171,6 +171,9 @@ pub enum CallError {
     MemoryLimit(usize),
     #[error("the function trapped: {0}")]
     Trap(String),
+    /// A trap that is the guest recursing past its stack; the reason says which kind.
+    #[error("the function trapped: {0}")]
+    StackOverflow(String),
     #[error("the function did not answer within {0:?}")]
     Timeout(Duration),
     #[error("the function used more than its CPU budget of {0:?}")]
@@ -178,6 +181,10 @@ pub enum CallError {
     /// The guest answered, but not with valid HTTP.
     #[error("{0}")]
     BadResponse(String),
+    /// The pooling allocator had no free slot for one of the instance's parts (component or
+    /// core instances, memories, tables, stacks): the host is full, not the guest wrong.
+    #[error("the host's instance pool has no free slot ({0}); retry shortly or on another host")]
+    PoolExhausted(String),
 }
 
 /// How instances get their memories and tables.
@@ -384,8 +391,11 @@ impl Runtime {
             )),
             Ok(Ok(Ok(response))) => Ok(response),
             Ok(Ok(Err(bad))) => Err(CallError::BadResponse(bad)),
+            Ok(Err(e)) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
+                Err(CallError::PoolExhausted(pool_limit(&e)))
+            }
             Ok(Err(_)) if memory_hit => Err(CallError::MemoryLimit(limits.max_memory_bytes >> 20)),
-            Ok(Err(e)) => Err(CallError::Trap(describe_trap(&e))),
+            Ok(Err(e)) => Err(describe_trap(&e)),
         }
     }
 }
@@ -433,27 +443,37 @@ fn is_deep_recursion(frames: &[wasmtime::FrameInfo]) -> bool {
     frames.len() >= RECURSION_MIN_FRAMES && repeats * 2 >= frames.len()
 }
 
-/// The trap's reason first (e.g. "wasm trap: wasm `unreachable` instruction executed"), then
-/// the guest backtrace if any, on one line for the JSON error and the log.
-fn describe_trap(e: &wasmtime::Error) -> String {
+/// Which limit of the pool was reached, in wasmtime's words ("maximum concurrent limit of 16
+/// for core instances reached").
+fn pool_limit(e: &wasmtime::Error) -> String {
+    e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .map_or_else(|| e.to_string(), ToString::to_string)
+}
+
+/// The trap as a [`CallError`]: its reason first (e.g. "wasm trap: wasm `unreachable`
+/// instruction executed"), then the guest backtrace's innermost named function if any, on one
+/// line for the log and the operator; a stack overflow is told apart.
+fn describe_trap(e: &wasmtime::Error) -> CallError {
     let trap = e.downcast_ref::<wasmtime::Trap>();
     let recursing = e
         .downcast_ref::<wasmtime::WasmBacktrace>()
         .is_some_and(|backtrace| is_deep_recursion(backtrace.frames()));
-    let mut reason = match trap {
-        Some(wasmtime::Trap::StackOverflow) => {
-            "stack overflow: the function recursed too deeply for the host's wasm stack".to_owned()
-        }
+    let (mut reason, overflow) = match trap {
+        Some(wasmtime::Trap::StackOverflow) => (
+            "stack overflow: the function recursed too deeply for the host's wasm stack".to_owned(),
+            true,
+        ),
         // Languages that keep their own stack in linear memory (Rust, C, ...) overflow it as an
         // out-of-bounds access; a backtrace of one function calling itself tells that apart from
         // a wild pointer.
-        Some(wasmtime::Trap::MemoryOutOfBounds) if recursing => {
+        Some(wasmtime::Trap::MemoryOutOfBounds) if recursing => (
             "stack overflow: the function recursed until it ran out of its stack \
              (wasm trap: out of bounds memory access)"
-                .to_owned()
-        }
-        Some(trap) => trap.to_string(),
-        None => e.to_string(),
+                .to_owned(),
+            true,
+        ),
+        Some(trap) => (trap.to_string(), false),
+        None => (e.to_string(), false),
     };
     if let Some(frame) = e
         .downcast_ref::<wasmtime::WasmBacktrace>()
@@ -461,7 +481,11 @@ fn describe_trap(e: &wasmtime::Error) -> String {
     {
         reason.push_str(&format!(" (in {frame})"));
     }
-    reason
+    if overflow {
+        CallError::StackOverflow(reason)
+    } else {
+        CallError::Trap(reason)
+    }
 }
 
 #[cfg(test)]
