@@ -230,8 +230,14 @@ pub struct RedisBackend {
 
 /// Where a [`RedisBackend`] connects, and each command's bound.
 enum Origin {
-    Single { url: String, timeout: Duration },
-    Cluster { nodes: Vec<String>, timeout: Duration },
+    Single {
+        url: String,
+        timeout: Duration,
+    },
+    Cluster {
+        nodes: Vec<String>,
+        timeout: Duration,
+    },
 }
 
 /// This host's view of the one-time kv index migration. Atomics: read on every listing,
