@@ -240,6 +240,12 @@ enum Origin {
     },
 }
 
+/// What every connection of one host shares (see [`RedisBackend::another_connection`]).
+struct Shared {
+    index: Arc<IndexState>,
+    health: Arc<Health>,
+}
+
 /// This host's view of the one-time kv index migration. Atomics: read on every listing,
 /// written by the migration task.
 #[derive(Default)]
@@ -410,8 +416,9 @@ impl RedisBackend {
     /// A second, independent connection to the same Redis (or Cluster), whose I/O runs on the
     /// runtime this is called from. Guests get one on the guest runtime, so a kv call and the
     /// connection's reader and writer wake each other on the same threads instead of bouncing
-    /// between the guest runtime and the one serving HTTP. It shares this one's view of the kv
-    /// index migration (and starts none of its own).
+    /// between the guest runtime and the one serving HTTP. It shares this one's record of
+    /// whether Redis answers (an answer on either connection means it is up) and its view of
+    /// the kv index migration (and starts none of its own).
     pub async fn another_connection(&self) -> Result<Self, BackendError> {
         let origin = match &*self.origin {
             Origin::Single { url, timeout } => Origin::Single {
@@ -423,12 +430,16 @@ impl RedisBackend {
                 timeout: *timeout,
             },
         };
-        Self::open(origin, Some(self.index.clone())).await
+        let shared = Shared {
+            index: self.index.clone(),
+            health: self.connection.health.clone(),
+        };
+        Self::open(origin, Some(shared)).await
     }
 
-    /// Connects to `origin` and checks it answers. Without a shared `index` state this is a
-    /// host's first connection: it makes sure the kv index migration has run.
-    async fn open(origin: Origin, index: Option<Arc<IndexState>>) -> Result<Self, BackendError> {
+    /// Connects to `origin` and checks it answers. Without `shared` state this is a host's
+    /// first connection: it makes sure the kv index migration has run.
+    async fn open(origin: Origin, shared: Option<Shared>) -> Result<Self, BackendError> {
         let (description, inner, timeout) = match &origin {
             Origin::Single { url, timeout } => {
                 let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
@@ -455,14 +466,15 @@ impl RedisBackend {
                 (description, Inner::Cluster(connection), *timeout)
             }
         };
-        let first = index.is_none();
+        let first = shared.is_none();
+        let Shared { index, health } = shared.unwrap_or_else(|| Shared {
+            index: Arc::default(),
+            health: Arc::new(Health::new(timeout)),
+        });
         let backend = RedisBackend {
             origin: Arc::new(origin),
             description: description.into(),
-            connection: Connection {
-                inner,
-                health: Arc::new(Health::new(timeout)),
-            },
+            connection: Connection { inner, health },
             scripts: Arc::new(Scripts {
                 cas: Script::new(CAS_SCRIPT),
                 set_ex: Script::new(SET_EX_SCRIPT),
@@ -473,7 +485,7 @@ impl RedisBackend {
                 collect: Script::new(COLLECT_SCRIPT),
                 forget: Script::new(FORGET_SCRIPT),
             }),
-            index: index.unwrap_or_default(),
+            index,
         };
         backend.ping().await?;
         if first && let Some(migration) = backend.start_migration() {
