@@ -325,6 +325,8 @@ http {{
     scgi_temp_path {dir}/scgi;
     upstream goldfish {{
 {servers}        keepalive 64;
+        # Below the hosts' header timeout, which also closes idle connections (as deploy/).
+        keepalive_timeout 5s;
     }}
     server {{
         listen 127.0.0.1:{port};
