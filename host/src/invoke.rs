@@ -111,7 +111,8 @@ async fn acquire(
 }
 
 /// `/fn/{name}{path}` → (`name`, `path`), with `path` `/` when empty. Raw, not decoded.
-fn split_route(uri_path: &str) -> (&str, &str) {
+/// Public for the `conversion` fuzz target (`fuzz/`).
+pub fn split_route(uri_path: &str) -> (&str, &str) {
     let rest = uri_path.strip_prefix("/fn/").unwrap_or_default();
     match rest.find('/') {
         Some(slash) if slash + 1 < rest.len() => (&rest[..slash], &rest[slash..]),
@@ -234,7 +235,8 @@ async fn call(
 
 /// The world-neutral request: path below `/fn/{name}`, raw query, the client's `Host`, headers
 /// and the whole body. `HEAD` reaches the guest as `GET`; hyper sends no body for it.
-async fn to_guest_request(
+/// Public for the `conversion` fuzz target (`fuzz/`).
+pub async fn to_guest_request(
     path: String,
     request: Request<Body>,
     max_body: usize,
@@ -281,7 +283,8 @@ async fn to_guest_request(
 }
 
 /// The guest's answer as an HTTP response, minus the headers the host owns.
-fn to_http_response(guest: GuestResponse) -> Response {
+/// Public for the `conversion` fuzz target (`fuzz/`).
+pub fn to_http_response(guest: GuestResponse) -> Response {
     let (mut parts, body) = guest.into_parts();
     for name in HOST_OWNED_HEADERS {
         parts.headers.remove(name);

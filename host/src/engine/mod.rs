@@ -9,6 +9,7 @@
 //! ([`crate::worlds`]); the limits, the deadline and the instance accounting here are the same
 //! for every world.
 
+mod inlining;
 mod state;
 
 use std::sync::Arc;
@@ -281,6 +282,8 @@ impl Runtime {
     /// linker. The result may be cached with [`Component::serialize`].
     pub fn compile_component(&self, bytes: &[u8]) -> Result<Component, ValidationError> {
         check_header(bytes)?;
+        // Before wasmtime's inliner gets to a component bomb (see `inlining`).
+        inlining::check(bytes).map_err(ValidationError::Invalid)?;
         Component::new(&self.engine, bytes).map_err(|e| ValidationError::Invalid(format!("{e:#}")))
     }
 

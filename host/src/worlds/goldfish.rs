@@ -26,8 +26,8 @@ pub async fn run(
 }
 
 /// Header values that are not UTF-8 reach the guest with replacement characters (the WIT type is
-/// `string`).
-fn to_wit(request: GuestRequest) -> Request {
+/// `string`). Public for the `conversion` fuzz target (`fuzz/`), as is [`from_wit`].
+pub fn to_wit(request: GuestRequest) -> Request {
     Request {
         method: request.method.as_str().to_owned(),
         path: request.path,
@@ -46,7 +46,8 @@ fn to_wit(request: GuestRequest) -> Request {
     }
 }
 
-fn from_wit(guest: Response) -> Result<GuestResponse, String> {
+/// The guest's WIT response as HTTP, or why it is not valid HTTP.
+pub fn from_wit(guest: Response) -> Result<GuestResponse, String> {
     let status = StatusCode::from_u16(guest.status)
         .ok()
         .filter(|s| (200..=599).contains(&s.as_u16()))

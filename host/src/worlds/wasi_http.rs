@@ -66,7 +66,8 @@ pub async fn run(
 }
 
 /// The `wasi:http` request: URI `http://{authority}{path}?{query}`, headers and body as sent.
-fn to_hyper(request: GuestRequest) -> wasmtime::Result<http::Request<Full<Bytes>>> {
+/// Public for the `conversion` fuzz target (`fuzz/`).
+pub fn to_hyper(request: GuestRequest) -> wasmtime::Result<http::Request<Full<Bytes>>> {
     let path_and_query = if request.query.is_empty() {
         PathAndQuery::try_from(request.path)?
     } else {
