@@ -1,0 +1,133 @@
+//! The one multiplexed connection (a single server or a cluster) and the shared record of
+//! whether Redis answers, which makes commands fail fast while it does not.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+/// One Redis server, or a Redis Cluster, with the shared record of whether it is answering.
+/// Multiplexed, reconnecting by itself, cheap to clone.
+#[derive(Clone)]
+pub(super) struct Connection {
+    pub(super) inner: Inner,
+    pub(super) health: Arc<Health>,
+}
+
+#[derive(Clone)]
+pub(super) enum Inner {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// Whether Redis is known to be down. A command that times out or loses its connection makes
+/// Redis *suspect*; a second such failure with no success in between makes it *down*: every
+/// command then fails at once until `window` has passed, and the next one tries again (and the
+/// connection reconnects). A hung Redis then costs about two timeouts per window, not one per
+/// command, while one slow answer on a busy machine (with successes around it) changes nothing.
+pub(super) struct Health {
+    started: Instant,
+    /// Milliseconds since `started` before which commands fail fast; 0 when healthy.
+    down_until_ms: AtomicU64,
+    /// Failures (timeouts, lost connections) since the last success.
+    failures: AtomicU64,
+    window: Duration,
+}
+
+/// Failures in a row, with no success between, that make Redis down.
+const FAILURES_TO_FAIL_FAST: u64 = 2;
+
+impl Health {
+    pub(super) fn new(window: Duration) -> Self {
+        Health {
+            started: Instant::now(),
+            down_until_ms: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            window,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub(super) fn is_down(&self) -> bool {
+        self.now_ms() < self.down_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// Records the outcome of a command that was sent.
+    fn observe<T>(&self, result: &redis::RedisResult<T>) {
+        match result {
+            Err(e)
+                if e.is_timeout()
+                    || e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal() =>
+            {
+                if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= FAILURES_TO_FAIL_FAST {
+                    let until = self.now_ms() + self.window.as_millis() as u64;
+                    self.down_until_ms.store(until, Ordering::Relaxed);
+                }
+            }
+            // Any answer from Redis, even an error reply, means it is up.
+            _ => self.failures.store(0, Ordering::Relaxed),
+        }
+    }
+}
+
+/// The error every command gets while Redis is known to be down.
+fn failing_fast() -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "Redis did not answer a moment ago; failing fast until it does",
+    ))
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        if self.health.is_down() {
+            return Box::pin(async { Err(failing_fast()) });
+        }
+        let health = self.health.clone();
+        let sent = match &mut self.inner {
+            Inner::Single(c) => c.req_packed_command(cmd),
+            Inner::Cluster(c) => c.req_packed_command(cmd),
+        };
+        Box::pin(async move {
+            let result = sent.await;
+            health.observe(&result);
+            result
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        if self.health.is_down() {
+            return Box::pin(async { Err(failing_fast()) });
+        }
+        let health = self.health.clone();
+        let sent = match &mut self.inner {
+            Inner::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Inner::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        };
+        Box::pin(async move {
+            let result = sent.await;
+            health.observe(&result);
+            result
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.inner {
+            Inner::Single(c) => c.get_db(),
+            Inner::Cluster(c) => c.get_db(),
+        }
+    }
+}
