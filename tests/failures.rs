@@ -75,6 +75,9 @@ async fn an_operator_on_another_host_reads_the_failures_of_every_host_newest_fir
     let b = Host::start(&redis);
     a.deploy_ok("mb", None, "misbehave").await;
     let first = request_id(&client().get(a.fn_url("mb/trap")).send().await.expect("GET"));
+    // Records are written after the answer: the first must be in before the second happens for
+    // "newest first" to have one right answer.
+    recorded_failure(&b, "mb", &first).await;
     let second = request_id(
         &client()
             .get(a.fn_url("mb/bad-status"))

@@ -118,14 +118,18 @@ fn record_in_background(backend: &Backend, function: &str, record: FailureRecord
     );
 }
 
-/// `function`'s kept failures, newest first; a record this host cannot read (written by a newer
-/// host, say) is left out.
+/// `function`'s kept failures, newest first by the time each happened (records are written in
+/// the background after the answer, so two close failures may be stored out of order); a
+/// record this host cannot read (written by a newer host, say) is left out.
 pub async fn recent(backend: &Backend, function: &str) -> Result<Vec<FailureRecord>, BackendError> {
     let stored = backend.failures(function, KEPT_PER_FUNCTION).await?;
-    Ok(stored
+    let mut records: Vec<FailureRecord> = stored
         .iter()
         .filter_map(|json| serde_json::from_str(json).ok())
-        .collect())
+        .collect();
+    // Stable: records of the same millisecond keep the store's order.
+    records.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+    Ok(records)
 }
 
 /// `detail` cut to [`MAX_DETAIL_BYTES`] at a character boundary, marked when cut.
