@@ -128,7 +128,7 @@ pub async fn recent(backend: &Backend, function: &str) -> Result<Vec<FailureReco
         .filter_map(|json| serde_json::from_str(json).ok())
         .collect();
     // Stable: records of the same millisecond keep the store's order.
-    records.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+    records.sort_by_key(|record| std::cmp::Reverse(record.at_ms));
     Ok(records)
 }
 

@@ -23,6 +23,11 @@ pub const MAX_COMPONENT_NESTING: usize = 100;
 /// instances per component, so nothing past this could run anyway.
 pub const MAX_INLINED_INSTANCES: u64 = 10_000;
 
+/// Core functions defined across every module of a component. Language runtimes define tens of
+/// thousands (CPython, SpiderMonkey); a compile of 300,000 takes about 40 s and a gigabyte that
+/// the compile timeout cannot take back.
+pub const MAX_FUNCTIONS: u64 = 100_000;
+
 /// One component being read: what instantiating each of its component indices costs, and what
 /// instantiating it costs so far (itself, its core instances, its inlined children).
 struct Frame {
@@ -45,11 +50,21 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
     let mut frames = vec![Frame::new()];
     // Inside a nested core module: its payloads count for nothing here (modules nest nothing).
     let mut in_module = false;
+    let mut functions: u64 = 0;
     for payload in Parser::new(0).parse_all(bytes) {
         let Ok(payload) = payload else {
             return Ok(());
         };
         if in_module {
+            if let Payload::FunctionSection(reader) = &payload {
+                functions += u64::from(reader.count());
+                if functions > MAX_FUNCTIONS {
+                    return Err(format!(
+                        "the component's modules define more than {MAX_FUNCTIONS} functions; \
+                         Goldfish allows at most {MAX_FUNCTIONS}"
+                    ));
+                }
+            }
             in_module = !matches!(payload, Payload::End(_));
             continue;
         }
