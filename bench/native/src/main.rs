@@ -28,8 +28,10 @@ use pizza::{ApiError, http as cart_http, ids, store};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-/// Compare-and-swap in one atomic step: a copy of `CAS_SCRIPT` in `host/src/backend/redis.rs`, so
-/// Redis does the same work for both servers. KEYS[1]: key. ARGV: expect-present flag ("1"/"0"),
+/// Compare-and-swap in one atomic step: the compare-and-swap part of `CAS_SCRIPT` in
+/// `host/src/backend/redis/scripts.rs` (a copy, so this crate does not depend on the host). The
+/// host's script also keeps the app's key index (for `list-keys`), which Redis does on top for
+/// Goldfish only. KEYS[1]: key. ARGV: expect-present flag ("1"/"0"),
 /// expected value, new value, ttl seconds ("" for none).
 const CAS_SCRIPT: &str = r"
 local current = redis.call('GET', KEYS[1])
@@ -46,7 +48,8 @@ end
 return 1
 ";
 
-/// The same bounds the host puts on each Redis command (`host/src/backend/redis.rs`).
+/// Bounds on each Redis command (the host's default is tighter, `--redis-timeout-ms` 500; no
+/// command comes near either under the bench).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -56,6 +56,7 @@ pub struct RedisBackend {
 }
 
 /// Where a [`RedisBackend`] connects, and each command's bound.
+#[derive(Clone)]
 enum Origin {
     Single {
         url: String,
@@ -111,16 +112,7 @@ impl RedisBackend {
     /// whether Redis answers (an answer on either connection means it is up) and its view of
     /// the kv index migration (and starts none of its own).
     pub async fn another_connection(&self) -> Result<Self, BackendError> {
-        let origin = match &*self.origin {
-            Origin::Single { url, timeout } => Origin::Single {
-                url: url.clone(),
-                timeout: *timeout,
-            },
-            Origin::Cluster { nodes, timeout } => Origin::Cluster {
-                nodes: nodes.clone(),
-                timeout: *timeout,
-            },
-        };
+        let origin = (*self.origin).clone();
         let shared = Shared {
             index: self.index.clone(),
             health: self.connection.health.clone(),
