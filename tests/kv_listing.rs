@@ -333,3 +333,55 @@ async fn expired_keys_are_not_listed_and_leave_the_index() {
     assert!(listed.iter().all(|k| !k.starts_with("gone:")));
     assert_eq!(card(&redis), 120, "{index} holds the live keys");
 }
+
+/// An increment creates and indexes its key in one step; one Redis refuses (a value that is not
+/// an integer, a result that would overflow) is `NotAnInteger` and changes nothing, on a single
+/// Redis and on a cluster.
+#[tokio::test]
+async fn an_increment_indexes_its_key_and_a_refused_one_changes_nothing() {
+    let redis = Redis::start();
+    increments_on(&backend(&redis).await).await;
+    let cluster = RedisCluster::start();
+    let nodes: Vec<String> = cluster.nodes.iter().map(Redis::url).collect();
+    let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let backend = Backend::Redis(
+        RedisBackend::connect_cluster(&nodes, Duration::from_secs(5))
+            .await
+            .expect("connect"),
+    );
+    increments_on(&backend).await;
+}
+
+async fn increments_on(backend: &Backend) {
+    use goldfish::backend::BackendError;
+    for app in ["counters-a", "counters-b", "counters-c"] {
+        let namespace = keys::kv_namespace(app);
+        let key = |name: &str| format!("{namespace}{name}");
+        assert_eq!(backend.increment(&key("hits"), 5).await.expect("incr"), 5);
+        assert_eq!(backend.increment(&key("hits"), -2).await.expect("incr"), 3);
+        backend.set(&key("word"), b"abc", None).await.expect("set");
+        backend
+            .set(&key("max"), i64::MAX.to_string().as_bytes(), None)
+            .await
+            .expect("set");
+        assert!(matches!(
+            backend.increment(&key("word"), 1).await,
+            Err(BackendError::NotAnInteger)
+        ));
+        assert!(matches!(
+            backend.increment(&key("max"), 1).await,
+            Err(BackendError::NotAnInteger)
+        ));
+        assert_eq!(
+            backend.get(&key("word")).await.expect("get").as_deref(),
+            Some(&b"abc"[..])
+        );
+        assert_eq!(
+            backend.get(&key("max")).await.expect("get"),
+            Some(i64::MAX.to_string().into_bytes())
+        );
+        assert_eq!(backend.increment(&key("hits"), 1).await.expect("incr"), 4);
+        let (listed, _) = list_all(backend, &namespace, "", 10).await;
+        assert_eq!(listed, ["hits", "max", "word"], "{app}");
+    }
+}

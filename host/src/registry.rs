@@ -537,12 +537,13 @@ impl Registry {
     /// The function `name`, compiled and ready. Uses this host's snapshot; a name it does not
     /// know yet (deployed through another host since the last refresh) is looked up directly.
     pub async fn resolve(&self, name: &str) -> Result<Ready, ResolveError> {
+        // The miss cache is only consulted for names the snapshot does not hold.
         let (known, missed) = {
             let snapshot = self.read_snapshot();
-            (
-                snapshot.functions.get(name).cloned(),
-                snapshot.misses.contains(name),
-            )
+            match snapshot.functions.get(name) {
+                Some(entry) => (Some(entry.clone()), false),
+                None => (None, snapshot.misses.contains(name)),
+            }
         };
         let entry = match known {
             Some(entry) => entry,

@@ -223,15 +223,17 @@ impl RedisBackend {
     pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, BackendError> {
         let mut conn = self.conn();
         let result = match keys::kv_app(key) {
-            Some(app) => {
-                self.scripts
-                    .increment
-                    .key(key)
-                    .key(keys::kv_index(app))
-                    .arg(delta)
-                    .invoke_async(&mut conn)
-                    .await
-            }
+            // MULTI rather than a Lua script: less work for Redis per increment. Inside the
+            // transaction a refused INCRBY still lets the ZADD run, which is harmless: INCRBY
+            // only refuses a key that exists, so the key is already indexed.
+            Some(app) => redis::pipe()
+                .atomic()
+                .incr(key, delta)
+                .zadd(keys::kv_index(app), key, 0)
+                .ignore()
+                .query_async::<(i64,)>(&mut conn)
+                .await
+                .map(|(value,)| value),
             None => conn.incr(key, delta).await,
         };
         match result {

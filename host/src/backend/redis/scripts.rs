@@ -41,15 +41,6 @@ return 1
 "
 );
 
-/// INCRBY and its index entry in one step. KEYS: key, index. ARGV: delta. A refused INCRBY
-/// ("not an integer", "would overflow") is answered as the same error reply, indexing nothing.
-const INCREMENT_SCRIPT: &str = r"
-local value = redis.pcall('INCRBY', KEYS[1], ARGV[1])
-if type(value) == 'table' then return value end
-redis.call('ZADD', KEYS[2], 0, KEYS[1])
-return value
-";
-
 /// One page of an app's index: members between ARGV[1] and ARGV[2] (ZRANGEBYLEX bounds), at
 /// most ARGV[3]; members whose key no longer exists (expired) are dropped from the index and
 /// not returned. KEYS: index. Returns `{members read, last member read or '', live keys}`.
@@ -187,7 +178,6 @@ return 0
 pub(super) struct Scripts {
     pub(super) cas: Script,
     pub(super) set_ex: Script,
-    pub(super) increment: Script,
     pub(super) list: Script,
     pub(super) swap_function: Script,
     pub(super) claim: Script,
@@ -200,7 +190,6 @@ impl Scripts {
         Scripts {
             cas: Script::new(CAS_SCRIPT),
             set_ex: Script::new(SET_EX_SCRIPT),
-            increment: Script::new(INCREMENT_SCRIPT),
             list: Script::new(LIST_SCRIPT),
             swap_function: Script::new(SWAP_FUNCTION_SCRIPT),
             claim: Script::new(CLAIM_SCRIPT),
