@@ -195,10 +195,11 @@ async fn call(
     let function = name.to_owned();
     // The guest runs on the guest runtime, never on the threads that serve HTTP, health and
     // admin requests; the slots travel with it, so they are held exactly as long as it runs,
-    // even if the client goes away.
+    // even if the client goes away. Boxed here, once: the spawn then moves a pointer, and this
+    // request's own future does not carry the guest's (several KiB) inside it.
     let (outcome, log) = state
         .guests
-        .run(
+        .run(Box::pin(
             async move {
                 let outcome = runtime
                     .call(
@@ -215,7 +216,7 @@ async fn call(
                 (outcome, log)
             }
             .in_current_span(),
-        )
+        ))
         .await
         .map_err(|e| HostError::Internal(format!("the guest task failed: {e}")))?;
     log.emit();

@@ -69,12 +69,16 @@ impl Registry {
         entry: &FunctionEntry,
     ) -> Result<Result<Arc<Compiled>, String>, ResolveError> {
         let cell = self.cell(&entry.digest);
+        if let Some(compiled) = cell.get() {
+            return Ok(compiled.clone());
+        }
         let broken = |reason: String| ResolveError::Broken {
             name: entry.name.clone(),
             reason,
         };
         let compiled = cell
-            .get_or_try_init(|| async {
+            // Boxed, as the miss path in `resolve`: a fetch and a compile are large futures.
+            .get_or_try_init(|| Box::pin(async {
                 // The bytes are fetched even when the disk cache has the machine code: one GET,
                 // and a corrupt cache file then costs a compile, not a failed request.
                 let bytes = self.backend.get_component(&entry.digest).await?;
@@ -94,7 +98,7 @@ impl Registry {
                     "component {} is missing from the store",
                     entry.digest
                 )))
-            })
+            }))
             .await?;
         Ok(compiled.clone())
     }

@@ -58,7 +58,8 @@ impl Registry {
         let entry = match known {
             Some(entry) => entry,
             None if missed => return Err(ResolveError::NotFound(name.to_owned())),
-            None => match self.get(name).await? {
+            // Boxed: the cold path's future would otherwise sit inside every request's.
+            None => match Box::pin(self.get(name)).await? {
                 Some(entry) => Arc::new(entry),
                 None => {
                     self.remember_miss(name);
