@@ -69,9 +69,6 @@ impl Registry {
         entry: &FunctionEntry,
     ) -> Result<Result<Arc<Compiled>, String>, ResolveError> {
         let cell = self.cell(&entry.digest);
-        if let Some(compiled) = cell.get() {
-            return Ok(compiled.clone());
-        }
         let broken = |reason: String| ResolveError::Broken {
             name: entry.name.clone(),
             reason,
