@@ -83,9 +83,13 @@ async fn invoke_in_span(state: AppState, request: Request<Body>, request_id: Str
     with_request_id(response, &request_id)
 }
 
+/// The header every invocation answer carries its request id in (a constant: a `&str` name
+/// would be parsed again on every request).
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 fn with_request_id(mut response: Response, request_id: &str) -> Response {
     if let Ok(value) = HeaderValue::from_str(request_id) {
-        response.headers_mut().insert("x-request-id", value);
+        response.headers_mut().insert(X_REQUEST_ID, value);
     }
     response
 }
@@ -295,7 +299,13 @@ pub fn to_http_response(guest: GuestResponse) -> Response {
 
 /// 16 hex digits, random: unique enough to find one request in the logs of many hosts.
 fn new_request_id() -> String {
-    format!("{:016x}", rand::random::<u64>())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = rand::random::<u64>();
+    // Written digit by digit: `format!` costs ~5x as much, on every request.
+    (0..16)
+        .rev()
+        .map(|i| char::from(HEX[((bits >> (i * 4)) & 0xf) as usize]))
+        .collect()
 }
 
 #[cfg(test)]
@@ -311,6 +321,22 @@ mod tests {
         assert_eq!(split_route("/fn/cart/a%20b/"), ("cart", "/a%20b/"));
         // Not decoded: `%63art` is not the name `cart`.
         assert_eq!(split_route("/fn/%63art/items/3"), ("%63art", "/items/3"));
+    }
+
+    #[test]
+    fn request_ids_are_sixteen_lowercase_hex_digits() {
+        let ids: Vec<String> = (0..100).map(|_| new_request_id()).collect();
+        for id in &ids {
+            assert_eq!(id.len(), 16, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+                "{id}"
+            );
+        }
+        // 100 random 64-bit ids: a repeat would mean the generator is broken.
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
     }
 
     #[test]
