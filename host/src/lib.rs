@@ -25,7 +25,8 @@
 //! - [`metrics`]: Prometheus metrics (`GET /metrics`): instances, requests, kv, deploys, process.
 //! - [`fleet`]: each host's heartbeat in the store (who, where, what it served), every host's
 //!   list of the others, and this host's per-function figures read from its metrics.
-//! - [`status`]: `GET /`, the status page: hosts, functions with their figures, Redis status.
+//! - [`status`]: `GET /`, the status page (gathered, then rendered as HTML): hosts, functions
+//!   with their figures, Redis status.
 //! - [`stress`]: `goldfish stress`: load generator that checks one-instance-per-request through
 //!   `/metrics` and the recycle probe; text, JSON and SVG reports.
 //! - [`guests`]: the guest runtime (apart from the HTTP front) and per-function concurrency caps.
