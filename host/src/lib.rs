@@ -21,7 +21,8 @@
 //! - [`kv`]: key checks and the per-app namespace in one place, then one thin adapter per dialect
 //!   (`goldfish:function/kv`, `wasi:keyvalue` draft and draft2, `fermyon:spin/key-value`).
 //! - [`backend`]: storage, with [`backend::redis`] (shared; its connection, Lua scripts, kv keys
-//!   and index, and registry keys in a file each) and [`backend::memory`] (dev, single node).
+//!   and index, and registry keys in a file each) and [`backend::memory`] (dev, single node;
+//!   its kv and registry parts in a file each, as for Redis).
 //! - [`metrics`]: Prometheus metrics (`GET /metrics`): instances, requests, kv, deploys, process.
 //! - [`fleet`]: each host's heartbeat in the store (who, where, what it served), every host's
 //!   list of the others, and this host's per-function figures read from its metrics.
