@@ -5,9 +5,9 @@
 //! - [`server`]: the router, shared state, limits, `run` with graceful shutdown, `/healthz`, `/readyz`.
 //! - [`connections`]: each listener's accept loop: header-read deadline, cap on open
 //!   connections, the client's address for handlers, draining on shutdown.
-//! - [`admin`]: `PUT/GET/DELETE /v1/functions/{name}`, `GET /v1/functions`, versions and
-//!   rollback, recent failures, bearer-token auth; [`auth_failures`]: failed logins limited per
-//!   client address.
+//! - [`admin`]: `PUT/GET/DELETE /v1/functions/{name}`, `GET /v1/functions` and recent
+//!   failures; versions and rollback; bearer-token auth (a file each); [`auth_failures`]: failed
+//!   logins limited per client address.
 //! - [`openapi`]: `GET /v1/openapi.json`, generated from the handlers' annotations.
 //! - [`invoke`]: `/fn/{name}/...`: HTTP ⇄ the WIT request/response, validation of guest answers.
 //! - [`cookies`]: cookies scoped per app (renamed on the way out, filtered on the way in).
