@@ -169,7 +169,7 @@ pub async fn show(
     summary = "Delete a function with all its versions",
     params(("name" = String, Path, description = "Function name")),
     responses(
-        (status = 204, description = "Deleted; its versions and any bytes nothing else uses are gone"),
+        (status = 204, description = "Deleted; its versions, its recent failures and any bytes nothing else uses are gone"),
         (status = 400, description = "Invalid function name", body = ErrorBody),
         (status = 404, description = "No function of that name is deployed", body = ErrorBody),
         AdminFailures,

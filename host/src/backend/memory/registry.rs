@@ -95,6 +95,7 @@ impl MemoryBackend {
         let mut state = self.lock();
         let existed = state.functions.remove(name).is_some();
         state.history.remove(name);
+        state.failures.remove(name);
         state.functions_version += 1;
         Ok(existed)
     }
@@ -279,6 +280,23 @@ mod tests {
         );
         assert_eq!(m.get_record("f").await.ok(), Some(first));
         assert_eq!(m.functions_version().await.ok(), Some(1));
+    }
+
+    #[tokio::test]
+    async fn deleting_a_function_forgets_its_failures() {
+        let m = MemoryBackend::new();
+        let record = FunctionRecord {
+            entry: Some(r#"{"digest":"d"}"#.into()),
+            history: Some(r#"[{"digest":"d"}]"#.into()),
+        };
+        let swapped = m
+            .swap_function("f", &FunctionRecord::default(), &record, None, &[])
+            .await;
+        assert!(swapped.is_ok_and(|s| s));
+        m.push_failure("f", "{}", 50, 60).await.ok();
+        assert_eq!(m.failures("f", 50).await.ok().map(|f| f.len()), Some(1));
+        assert!(m.delete_function("f").await.is_ok_and(|existed| existed));
+        assert_eq!(m.failures("f", 50).await.ok(), Some(Vec::new()));
     }
 
     #[tokio::test]
