@@ -30,6 +30,19 @@ fn assert_nothing_private(body: &serde_json::Value) {
     }
 }
 
+/// `GET /v1/functions/{function}/errors` on `host` with the admin token: the status and the list.
+async fn failure_list(host: &Host, function: &str) -> (u16, serde_json::Value) {
+    json(
+        client()
+            .get(format!("{}/v1/functions/{function}/errors", host.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("GET"),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_trap_tells_the_caller_its_class_and_request_id_and_the_operator_everything() {
     let redis = Redis::start();
@@ -94,15 +107,7 @@ async fn an_operator_on_another_host_reads_the_failures_of_every_host_newest_fir
         "{record}"
     );
     recorded_failure(&b, "mb", &first).await;
-    let (status, list) = json(
-        client()
-            .get(format!("{}/v1/functions/mb/errors", b.url))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("GET"),
-    )
-    .await;
+    let (status, list) = failure_list(&b, "mb").await;
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["name"], "mb");
     assert_eq!(list["errors"][0]["request_id"], second.as_str(), "{list}");
@@ -138,18 +143,39 @@ async fn a_function_that_answers_keeps_an_empty_failure_list() {
         .expect("POST");
     assert_eq!(big.status(), 413);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let (status, list) = json(
-        client()
-            .get(format!("{}/v1/functions/mb/errors", host.url))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("GET"),
-    )
-    .await;
+    let (status, list) = failure_list(&host, "mb").await;
     assert_eq!(
         (status, list["errors"].clone()),
         (200, serde_json::json!([]))
+    );
+}
+
+#[tokio::test]
+async fn a_function_deleted_and_deployed_again_starts_with_no_failures() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    host.deploy_ok("mb", None, "misbehave").await;
+    let id = request_id(
+        &client()
+            .get(host.fn_url("mb/trap"))
+            .send()
+            .await
+            .expect("GET"),
+    );
+    recorded_failure(&host, "mb", &id).await;
+    let deleted = client()
+        .delete(format!("{}/v1/functions/mb", host.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(deleted.status(), 204);
+    host.deploy_ok("mb", None, "misbehave").await;
+    let (status, list) = failure_list(&host, "mb").await;
+    assert_eq!(
+        (status, list["errors"].clone()),
+        (200, serde_json::json!([])),
+        "the old function's failures outlived its delete"
     );
 }
 

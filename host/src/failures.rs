@@ -20,8 +20,8 @@ use crate::error::{FailureClass, HostError};
 /// Failures kept per function, newest first: enough to see a pattern, small enough to read in
 /// one answer.
 pub const KEPT_PER_FUNCTION: usize = 50;
-/// How long a function's list outlives its latest failure, so the list of a function deleted
-/// (or fixed) long ago goes away by itself.
+/// How long a function's list outlives its latest failure, so the list of a function fixed long
+/// ago goes away by itself (deleting a function removes its list at once).
 pub const KEPT_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Longest detail stored, in bytes: the guest's stderr line is already bounded, this bounds the
 /// whole record whatever the trap or Redis said.

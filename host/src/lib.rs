@@ -5,9 +5,9 @@
 //! - [`server`]: the router, shared state, limits, `run` with graceful shutdown, `/healthz`, `/readyz`.
 //! - [`connections`]: each listener's accept loop: header-read deadline, cap on open
 //!   connections, the client's address for handlers, draining on shutdown.
-//! - [`admin`]: `PUT/GET/DELETE /v1/functions/{name}`, `GET /v1/functions`, versions and
-//!   rollback, recent failures, bearer-token auth; [`auth_failures`]: failed logins limited per
-//!   client address.
+//! - [`admin`]: `PUT/GET/DELETE /v1/functions/{name}`, `GET /v1/functions` and recent
+//!   failures; versions and rollback; bearer-token auth (a file each); [`auth_failures`]: failed
+//!   logins limited per client address.
 //! - [`openapi`]: `GET /v1/openapi.json`, generated from the handlers' annotations.
 //! - [`invoke`]: `/fn/{name}/...`: HTTP ⇄ the WIT request/response, validation of guest answers.
 //! - [`cookies`]: cookies scoped per app (renamed on the way out, filtered on the way in).
@@ -21,11 +21,13 @@
 //! - [`kv`]: key checks and the per-app namespace in one place, then one thin adapter per dialect
 //!   (`goldfish:function/kv`, `wasi:keyvalue` draft and draft2, `fermyon:spin/key-value`).
 //! - [`backend`]: storage, with [`backend::redis`] (shared; its connection, Lua scripts, kv keys
-//!   and index, and registry keys in a file each) and [`backend::memory`] (dev, single node).
+//!   and index, and registry keys in a file each) and [`backend::memory`] (dev, single node;
+//!   its kv and registry parts in a file each, as for Redis).
 //! - [`metrics`]: Prometheus metrics (`GET /metrics`): instances, requests, kv, deploys, process.
 //! - [`fleet`]: each host's heartbeat in the store (who, where, what it served), every host's
 //!   list of the others, and this host's per-function figures read from its metrics.
-//! - [`status`]: `GET /`, the status page: hosts, functions with their figures, Redis status.
+//! - [`status`]: `GET /`, the status page (gathered, then rendered as HTML): hosts, functions
+//!   with their figures, Redis status.
 //! - [`stress`]: `goldfish stress`: load generator that checks one-instance-per-request through
 //!   `/metrics` and the recycle probe; text, JSON and SVG reports.
 //! - [`guests`]: the guest runtime (apart from the HTTP front) and per-function concurrency caps.

@@ -268,8 +268,8 @@ impl Backend {
         dispatch!(self.get_component(digest))
     }
 
-    /// Removes `name` and its version history, and bumps the registry version. Returns whether
-    /// it existed.
+    /// Removes `name`, its version history and its failure list, and bumps the registry
+    /// version. Returns whether it existed.
     pub async fn delete_function(&self, name: &str) -> Result<bool, BackendError> {
         dispatch!(self.delete_function(name))
     }

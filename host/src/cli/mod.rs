@@ -26,7 +26,7 @@ pub enum ClientCommand {
     Show(NameArgs),
     /// Call a function and print its answer; exits non-zero on a 4xx or 5xx status.
     Invoke(InvokeArgs),
-    /// Delete a function with all its versions.
+    /// Delete a function with all its versions and its recent failures.
     Rm(NameArgs),
     /// List a function's kept versions, newest first, the current one marked `*`.
     Versions(NameArgs),

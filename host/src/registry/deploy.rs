@@ -240,8 +240,8 @@ impl Registry {
         }
     }
 
-    /// Removes `name` with all its versions, and deletes bytes nothing else uses. Returns
-    /// whether it was deployed.
+    /// Removes `name` with all its versions and its failure list, and deletes bytes nothing
+    /// else uses. Returns whether it was deployed.
     pub async fn delete(&self, name: &str) -> Result<bool, BackendError> {
         let existed = self.backend.delete_function(name).await?;
         if existed {

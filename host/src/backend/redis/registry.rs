@@ -99,7 +99,15 @@ impl RedisBackend {
         Ok(deleted)
     }
 
+    /// The failure list goes first, in a command of its own: its key carries no hash tag, so on
+    /// Redis Cluster it cannot join the registry's MULTI. Should that MULTI then fail, the
+    /// function is still deployed and deleting it again finishes the job.
     pub async fn delete_function(&self, name: &str) -> Result<bool, BackendError> {
+        let _: u64 = self
+            .conn()
+            .del(keys::failures(name))
+            .await
+            .map_err(unavailable)?;
         let (removed,): (u64,) = redis::pipe()
             .atomic()
             .hdel(keys::FUNCTIONS, name)

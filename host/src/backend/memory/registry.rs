@@ -1,61 +1,13 @@
-//! The embedded memory backend: a development store for a single host.
-//!
-//! Nothing here is shared with other hosts or survives a restart; `goldfish serve --store memory`
-//! says so at start. It honours the same contract as Redis (expiry, atomic compare-and-swap,
-//! prefix listing), so a function behaves the same on both.
+//! What hosts share besides guests' keys, as the Redis backend keeps it: component bytes and
+//! their claims and collection, the deployed functions and their versions, host heartbeats, and
+//! each function's failures.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::ops::Bound;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{BackendError, Claim, FunctionRecord, KeyPage};
-
-#[derive(Clone, Default)]
-pub struct MemoryBackend {
-    /// A `std::sync::Mutex`, not a Tokio one: no `.await` happens while it is held, and every
-    /// critical section is a few map operations.
-    state: Arc<Mutex<State>>,
-}
-
-#[derive(Default)]
-struct State {
-    /// Full key → value. A `BTreeMap` so that prefix listing is a range scan.
-    kv: BTreeMap<String, Stored>,
-    functions: BTreeMap<String, String>,
-    /// Function name → JSON version history, as [`super::keys::HISTORY`] holds it in Redis.
-    history: BTreeMap<String, String>,
-    functions_version: u64,
-    components: HashMap<String, Arc<Vec<u8>>>,
-    /// Claim id → (expiry ms, digest), as [`super::keys::CLAIMS`]. Collection here happens
-    /// under the lock in one step, so there is no deletion in progress for a deploy to wait on.
-    claims: HashMap<String, (u64, String)>,
-    /// Host id → its heartbeat JSON and when it expires, as [`super::keys::host`] in Redis.
-    /// With this backend only the host itself is ever here.
-    hosts: BTreeMap<String, (String, Instant)>,
-    /// Function name → its failure records, newest first, and when the list expires, as
-    /// [`super::keys::failures`] in Redis.
-    failures: HashMap<String, (VecDeque<String>, Instant)>,
-}
-
-struct Stored {
-    value: Vec<u8>,
-    expires_at: Option<Instant>,
-}
-
-impl State {
-    /// The live value at `key`, dropping it first if it has expired.
-    fn live(&mut self, key: &str) -> Option<&mut Stored> {
-        let expired = self
-            .kv
-            .get(key)
-            .is_some_and(|s| s.expires_at.is_some_and(|at| at <= Instant::now()));
-        if expired {
-            self.kv.remove(key);
-        }
-        self.kv.get_mut(key)
-    }
-}
+use super::MemoryBackend;
+use crate::backend::{BackendError, Claim, FunctionRecord};
 
 /// The `digest` field of a registry JSON entry.
 fn digest_of(json: &str) -> Option<String> {
@@ -68,137 +20,7 @@ fn unreadable() -> BackendError {
     BackendError::Unavailable("unreadable registry entry; collecting nothing".into())
 }
 
-fn expiry(ttl_seconds: Option<u32>) -> Option<Instant> {
-    ttl_seconds.map(|ttl| Instant::now() + Duration::from_secs(u64::from(ttl.max(1))))
-}
-
 impl MemoryBackend {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave a map half-updated (each section is one
-        // map operation), so a poisoned lock is still consistent.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub async fn ping(&self) -> Result<(), BackendError> {
-        Ok(())
-    }
-
-    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
-        Ok(self.lock().live(key).map(|s| s.value.clone()))
-    }
-
-    pub async fn set(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl_seconds: Option<u32>,
-    ) -> Result<(), BackendError> {
-        let stored = Stored {
-            value: value.to_vec(),
-            expires_at: expiry(ttl_seconds),
-        };
-        self.lock().kv.insert(key.to_owned(), stored);
-        Ok(())
-    }
-
-    pub async fn delete(&self, key: &str) -> Result<bool, BackendError> {
-        let mut state = self.lock();
-        let existed = state.live(key).is_some();
-        state.kv.remove(key);
-        Ok(existed)
-    }
-
-    pub async fn exists(&self, key: &str) -> Result<bool, BackendError> {
-        Ok(self.lock().live(key).is_some())
-    }
-
-    pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, BackendError> {
-        let mut state = self.lock();
-        match state.live(key) {
-            Some(stored) => {
-                let current: i64 = std::str::from_utf8(&stored.value)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or(BackendError::NotAnInteger)?;
-                let next = current
-                    .checked_add(delta)
-                    .ok_or(BackendError::NotAnInteger)?;
-                stored.value = next.to_string().into_bytes();
-                Ok(next)
-            }
-            None => {
-                let stored = Stored {
-                    value: delta.to_string().into_bytes(),
-                    expires_at: None,
-                };
-                state.kv.insert(key.to_owned(), stored);
-                Ok(delta)
-            }
-        }
-    }
-
-    pub async fn compare_and_swap(
-        &self,
-        key: &str,
-        expected: Option<&[u8]>,
-        new: &[u8],
-        ttl_seconds: Option<u32>,
-    ) -> Result<bool, BackendError> {
-        let mut state = self.lock();
-        let current = state.live(key).map(|s| s.value.as_slice());
-        if current != expected {
-            return Ok(false);
-        }
-        let stored = Stored {
-            value: new.to_vec(),
-            expires_at: expiry(ttl_seconds),
-        };
-        state.kv.insert(key.to_owned(), stored);
-        Ok(true)
-    }
-
-    /// Keys in order; the cursor is the last key returned.
-    pub async fn list(
-        &self,
-        namespace: &str,
-        prefix: &str,
-        cursor: Option<&str>,
-        limit: u32,
-    ) -> Result<KeyPage, BackendError> {
-        let full_prefix = format!("{namespace}{prefix}");
-        let start = match cursor {
-            Some(after) if after.starts_with(prefix) => {
-                Bound::Excluded(format!("{namespace}{after}"))
-            }
-            Some(_) => return Err(BackendError::InvalidCursor),
-            None => Bound::Included(full_prefix.clone()),
-        };
-        let now = Instant::now();
-        let state = self.lock();
-        let mut keys = Vec::new();
-        let mut more = false;
-        let live = state
-            .kv
-            .range((start, Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(&full_prefix))
-            .filter(|(_, s)| s.expires_at.is_none_or(|at| at > now));
-        for (key, _) in live {
-            if keys.len() == limit as usize {
-                more = true;
-                break;
-            }
-            keys.push(key[namespace.len()..].to_owned());
-        }
-        let cursor = if more { keys.last().cloned() } else { None };
-        Ok(KeyPage { keys, cursor })
-    }
-
     pub async fn put_component(&self, digest: &str, bytes: &[u8]) -> Result<(), BackendError> {
         self.lock()
             .components
@@ -273,6 +95,7 @@ impl MemoryBackend {
         let mut state = self.lock();
         let existed = state.functions.remove(name).is_some();
         state.history.remove(name);
+        state.failures.remove(name);
         state.functions_version += 1;
         Ok(existed)
     }
@@ -413,44 +236,6 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn compare_and_swap_writes_only_on_match() {
-        let m = MemoryBackend::new();
-        assert!(
-            m.compare_and_swap("k", None, b"a", None)
-                .await
-                .is_ok_and(|w| w)
-        );
-        assert!(
-            m.compare_and_swap("k", None, b"b", None)
-                .await
-                .is_ok_and(|w| !w)
-        );
-        assert!(
-            m.compare_and_swap("k", Some(b"x"), b"b", None)
-                .await
-                .is_ok_and(|w| !w)
-        );
-        assert!(
-            m.compare_and_swap("k", Some(b"a"), b"b", None)
-                .await
-                .is_ok_and(|w| w)
-        );
-        assert_eq!(m.get("k").await.ok().flatten(), Some(b"b".to_vec()));
-    }
-
-    #[tokio::test]
-    async fn increment_counts_from_zero_and_refuses_text() {
-        let m = MemoryBackend::new();
-        assert_eq!(m.increment("n", 5).await.ok(), Some(5));
-        assert_eq!(m.increment("n", -2).await.ok(), Some(3));
-        m.set("t", b"pizza", None).await.ok();
-        assert!(matches!(
-            m.increment("t", 1).await,
-            Err(BackendError::NotAnInteger)
-        ));
-    }
-
-    #[tokio::test]
     async fn collection_deletes_only_bytes_no_entry_version_or_live_claim_uses() {
         let m = MemoryBackend::new();
         for digest in ["current", "kept", "claimed", "orphan"] {
@@ -498,6 +283,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn deleting_a_function_forgets_its_failures() {
+        let m = MemoryBackend::new();
+        let record = FunctionRecord {
+            entry: Some(r#"{"digest":"d"}"#.into()),
+            history: Some(r#"[{"digest":"d"}]"#.into()),
+        };
+        let swapped = m
+            .swap_function("f", &FunctionRecord::default(), &record, None, &[])
+            .await;
+        assert!(swapped.is_ok_and(|s| s));
+        m.push_failure("f", "{}", 50, 60).await.ok();
+        assert_eq!(m.failures("f", 50).await.ok().map(|f| f.len()), Some(1));
+        assert!(m.delete_function("f").await.is_ok_and(|existed| existed));
+        assert_eq!(m.failures("f", 50).await.ok(), Some(Vec::new()));
+    }
+
+    #[tokio::test]
     async fn a_host_is_listed_until_it_is_removed() {
         let m = MemoryBackend::new();
         m.put_host("a", "{}", 0, 30).await.ok();
@@ -506,29 +308,5 @@ mod tests {
         assert_eq!(m.list_hosts(1).await.ok().map(|h| h.len()), Some(1));
         m.remove_host("a").await.ok();
         assert_eq!(m.list_hosts(10).await.ok().map(|h| h.len()), Some(1));
-    }
-
-    #[tokio::test]
-    async fn listing_pages_through_a_prefix_in_order() {
-        let m = MemoryBackend::new();
-        for k in ["ns:a1", "ns:a2", "ns:a3", "ns:b1", "other:a1"] {
-            m.set(k, b"v", None).await.ok();
-        }
-        let first = m.list("ns:", "a", None, 2).await.ok();
-        assert_eq!(
-            first,
-            Some(KeyPage {
-                keys: vec!["a1".into(), "a2".into()],
-                cursor: Some("a2".into())
-            })
-        );
-        let second = m.list("ns:", "a", Some("a2"), 2).await.ok();
-        assert_eq!(
-            second,
-            Some(KeyPage {
-                keys: vec!["a3".into()],
-                cursor: None
-            })
-        );
     }
 }
