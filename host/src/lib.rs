@@ -19,7 +19,8 @@
 //! - [`bindings`]: every `bindgen!` (goldfish world, wasi:keyvalue drafts, Spin key-value).
 //! - [`registry`]: deployed names → digests (shared through the backend), bounded compiles,
 //!   compiled components in memory; [`compile_cache`]: their machine code on local disk.
-//! - [`kv`]: key checks and the per-app namespace in one place, then one thin adapter per dialect
+//! - [`kv`]: key checks and the per-app namespace in one place (`namespace`), the request's
+//!   session with its budget and batch calls (a file each), then one thin adapter per dialect
 //!   (`goldfish:function/kv`, `wasi:keyvalue` draft and draft2, `fermyon:spin/key-value`).
 //! - [`backend`]: storage, with [`backend::redis`] (shared; its connection, Lua scripts, kv keys
 //!   and index, and registry keys in a file each) and [`backend::memory`] (dev, single node;
