@@ -2,7 +2,8 @@
 //! instance and the only state a function can touch is a key-value store in Redis.
 //!
 //! # Layout
-//! - [`server`]: the router, shared state, limits, `run` with graceful shutdown, `/healthz`, `/readyz`.
+//! - [`server`]: the router, shared state, limits, `run` with graceful shutdown, `/healthz`, `/readyz`
+//!   (a file each: `router`, `state`, `settings`, `body` for bounded body reads).
 //! - [`connections`]: each listener's accept loop: header-read deadline, cap on open
 //!   connections, the client's address for handlers, draining on shutdown.
 //! - [`admin`]: `PUT/GET/DELETE /v1/functions/{name}`, `GET /v1/functions` and recent
