@@ -32,7 +32,8 @@
 //! - [`status`]: `GET /`, the status page (gathered, then rendered as HTML): hosts, functions
 //!   with their figures, Redis status.
 //! - [`stress`]: `goldfish stress`: load generator that checks one-instance-per-request through
-//!   `/metrics` and the recycle probe; text, JSON and SVG reports.
+//!   `/metrics` and the recycle probe; flags, checked plan, load, sampling, text, JSON and SVG
+//!   reports in a file each.
 //! - [`guests`]: the guest runtime (apart from the HTTP front) and per-function concurrency caps.
 //! - [`cli`]: `goldfish deploy`, `ls`, `show`, `invoke`, `rm`, `versions`, `rollback`, `errors`:
 //!   client commands over the admin and invoke APIs, tables for people, `--json` for scripts.
