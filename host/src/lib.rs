@@ -2,7 +2,8 @@
 //! instance and the only state a function can touch is a key-value store in Redis.
 //!
 //! # Layout
-//! - [`server`]: the router, shared state, limits, `run` with graceful shutdown, `/healthz`, `/readyz`.
+//! - [`server`]: the router, shared state, limits, `run` with graceful shutdown, `/healthz`, `/readyz`
+//!   (a file each: `router`, `state`, `settings`, `body` for bounded body reads).
 //! - [`connections`]: each listener's accept loop: header-read deadline, cap on open
 //!   connections, the client's address for handlers, draining on shutdown.
 //! - [`admin`]: `PUT/GET/DELETE /v1/functions/{name}`, `GET /v1/functions` and recent
@@ -12,13 +13,15 @@
 //! - [`invoke`]: `/fn/{name}/...`: HTTP ⇄ the WIT request/response, validation of guest answers.
 //! - [`cookies`]: cookies scoped per app (renamed on the way out, filtered on the way in).
 //! - [`engine`]: wasmtime engine and linker (what a guest may import and what each import grants),
-//!   deploy-time validation, one fresh `Store` + instance per call with memory and time bounds;
+//!   deploy-time validation, one fresh `Store` + instance per call with memory and time bounds,
+//!   trap classification (a file each: `config`, `validation`, `call`, `trap`);
 //!   `engine::inlining` bounds component nesting and inlined instances before a compile.
 //! - [`worlds`]: one file per guest ABI (`goldfish:function`, `wasi:http/proxy`): HTTP in, HTTP out.
 //! - [`bindings`]: every `bindgen!` (goldfish world, wasi:keyvalue drafts, Spin key-value).
 //! - [`registry`]: deployed names → digests (shared through the backend), bounded compiles,
 //!   compiled components in memory; [`compile_cache`]: their machine code on local disk.
-//! - [`kv`]: key checks and the per-app namespace in one place, then one thin adapter per dialect
+//! - [`kv`]: key checks and the per-app namespace in one place (`namespace`), the request's
+//!   session with its budget and batch calls (a file each), then one thin adapter per dialect
 //!   (`goldfish:function/kv`, `wasi:keyvalue` draft and draft2, `fermyon:spin/key-value`).
 //! - [`backend`]: storage, with [`backend::redis`] (shared; its connection, Lua scripts, kv keys
 //!   and index, and registry keys in a file each) and [`backend::memory`] (dev, single node;
@@ -29,7 +32,8 @@
 //! - [`status`]: `GET /`, the status page (gathered, then rendered as HTML): hosts, functions
 //!   with their figures, Redis status.
 //! - [`stress`]: `goldfish stress`: load generator that checks one-instance-per-request through
-//!   `/metrics` and the recycle probe; text, JSON and SVG reports.
+//!   `/metrics` and the recycle probe; flags, checked plan, load, sampling, text, JSON and SVG
+//!   reports in a file each.
 //! - [`guests`]: the guest runtime (apart from the HTTP front) and per-function concurrency caps.
 //! - [`cli`]: `goldfish deploy`, `ls`, `show`, `invoke`, `rm`, `versions`, `rollback`, `errors`:
 //!   client commands over the admin and invoke APIs, tables for people, `--json` for scripts.

@@ -1,0 +1,128 @@
+//! How the engine is built: wasmtime settings, the pooling allocator's slots and what each may
+//! hold, the epoch ticker, and the linker that defines everything a guest may import.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::Runtime;
+use super::state::{HostState, MAX_TABLE_ELEMENTS};
+use crate::bindings;
+
+/// How often the epoch advances. A running guest is interrupted at the next tick to yield to the
+/// async runtime, so this bounds how long a CPU-bound guest can hold a worker thread, and how
+/// late a timed-out request notices.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Default for the concurrent instances one host can hold: the pooling allocator reserves this
+/// many slots up front (each a few GiB of address space, not memory), and requests beyond it wait
+/// for a slot (see [`crate::invoke`]). `--max-instances` changes it.
+pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
+
+/// Linear memory kept mapped and resident in a pooled slot after an instance is dropped, so the
+/// next instance reuses it without page faults (the bytes are reset, not unmapped). The wasm
+/// stack, data segments and small heaps of typical functions fit in this.
+const MEMORY_KEEP_RESIDENT: usize = 2 << 20;
+/// Same for tables.
+const TABLE_KEEP_RESIDENT: usize = 64 << 10;
+/// Core instances one component may hold: a wit-bindgen component has a handful (the guest plus
+/// canonical-ABI shims); language runtimes linked from several modules have more.
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+/// Tables one component may hold (one per core module that defines one).
+const MAX_TABLES_PER_COMPONENT: u32 = 16;
+/// Linear memories one component may hold; every toolchain we know of uses one.
+const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
+
+/// How instances get their memories and tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allocation {
+    /// Pre-reserved slots reused across instances, copy-on-write images, resident pages reset
+    /// in place: what `goldfish serve` uses.
+    Pooling,
+    /// wasmtime's default: map and unmap per instance. Only a benchmark baseline.
+    OnDemand,
+}
+
+impl Runtime {
+    /// Builds the engine with the pooling allocator: `max_instances` slots of
+    /// `max_memory_bytes` each. Starts the epoch ticker thread.
+    pub fn new(max_memory_bytes: usize, max_instances: u32) -> anyhow::Result<Arc<Self>> {
+        Self::with_allocation(max_memory_bytes, max_instances, Allocation::Pooling)
+    }
+
+    /// Like [`Runtime::new`] with a choice of allocator; [`Allocation::OnDemand`] exists as the
+    /// baseline in `cargo bench`.
+    pub fn with_allocation(
+        max_memory_bytes: usize,
+        max_instances: u32,
+        allocation: Allocation,
+    ) -> anyhow::Result<Arc<Self>> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(max_instances)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+            .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
+            .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+            // Most components hold a handful of core instances and tables and one memory;
+            // the totals leave room for some that hold more.
+            .total_core_instances(max_instances.saturating_mul(8))
+            .total_tables(max_instances.saturating_mul(4))
+            .total_memories(max_instances.saturating_mul(2))
+            .total_stacks(max_instances)
+            .max_memory_size(max_memory_bytes)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
+            .table_keep_resident(TABLE_KEEP_RESIDENT)
+            // Linux >= 6.7: reset only the pages a guest dirtied instead of the whole
+            // keep-resident region. Falls back silently where unsupported.
+            .pagemap_scan(Enabled::Auto);
+
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            // The only way to stop a guest stuck in a loop without stopping the host.
+            .epoch_interruption(true)
+            // Copy-on-write memory images: instantiation maps the data segments instead of
+            // copying them.
+            .memory_init_cow(true)
+            .allocation_strategy(match allocation {
+                Allocation::Pooling => InstanceAllocationStrategy::Pooling(pool),
+                Allocation::OnDemand => InstanceAllocationStrategy::OnDemand,
+            });
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let linker = linker(&engine).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("goldfish-epoch".into())
+            .spawn(move || {
+                // Ends when the engine is dropped.
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+
+        Ok(Arc::new(Runtime { engine, linker }))
+    }
+}
+
+/// Everything a guest may import, linked once per host: all of WASI 0.2 (granting nothing, see
+/// [`HostState::new`]), `wasi:http`, and every key-value dialect.
+fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::<HostState>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    type Data = HasSelf<HostState>;
+    fn own(state: &mut HostState) -> &mut HostState {
+        state
+    }
+    bindings::goldfish::goldfish::function::kv::add_to_linker::<_, Data>(&mut linker, own)?;
+    bindings::goldfish::goldfish::function::types::add_to_linker::<_, Data>(&mut linker, own)?;
+    bindings::keyvalue_draft::Imports::add_to_linker::<_, Data>(&mut linker, own)?;
+    bindings::keyvalue_draft2::Imports::add_to_linker::<_, Data>(&mut linker, own)?;
+    bindings::spin_key_value::KeyValueImports::add_to_linker::<_, Data>(&mut linker, own)?;
+    Ok(linker)
+}
