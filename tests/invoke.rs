@@ -122,6 +122,24 @@ async fn unknown_function_is_404_json() {
             .contains("PUT /v1/functions/nobody"),
         "{body}"
     );
+    // A name that cannot be a function's: still JSON, and the body carries the request id the
+    // header has, as every other invoke failure's does.
+    let response = client()
+        .get(host.fn_url("Not_A_Name"))
+        .send()
+        .await
+        .unwrap();
+    let id = support::request_id(&response);
+    let (status, body) = json(response).await;
+    assert_eq!(status, 404);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("names are 1 to 63 lowercase letters"),
+        "{body}"
+    );
+    assert_eq!(body["request_id"], id.as_str(), "{body}");
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use tracing::Instrument;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, Method, Request, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use crate::engine::CallError;
 use crate::error::{FailureClass, HostError};
@@ -57,7 +57,8 @@ async fn invoke_in_span(state: AppState, request: Request<Body>, request_id: Str
         let e = HostError::NotFound(format!(
             "no function named `{name}`: names are 1 to 63 lowercase letters, digits and dashes"
         ));
-        (UNKNOWN_FUNCTION, e.into_response())
+        // Like every other invoke failure, the body carries the request id.
+        (UNKNOWN_FUNCTION, e.into_invoke_response(&request_id, None))
     } else {
         match run(&state, &name, path, &request_id, request).await {
             Ok(response) => (name.as_str(), response),
