@@ -9,7 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{Host, Redis, function, get_json, guest, post_json};
+use support::{Host, Redis, function, get_json, guest, post_json, post_json_compiling};
 
 /// Runs `request` once and returns its JSON answer and how long it took.
 async fn timed_post(url: &str) -> ((u16, serde_json::Value), Duration) {
@@ -191,7 +191,8 @@ async fn a_restarted_host_serves_python_from_its_disk_cache_without_compiling() 
         std::fs::write(file.path(), bytes).expect("corrupt it");
     }
     let third = Host::start_tuned(&redis, &["--compile-cache", cache_arg]);
-    let (status, body) = post_json(&third.fn_url("py")).await;
+    // This request waits for the recompile.
+    let (status, body) = post_json_compiling(&third.fn_url("py")).await;
     assert_eq!((status, body), (200, json!({"global": 1, "kv": 2})));
     let log = third.log_contents();
     assert!(

@@ -590,6 +590,17 @@ pub async fn post_json(url: &str) -> (u16, serde_json::Value) {
     json(client().post(url).send().await.expect("POST")).await
 }
 
+/// Like [`post_json`] for a request whose answer waits for a compile (a host that has not
+/// compiled the function yet, or whose cache was corrupt): a 15 MB language runtime takes tens
+/// of seconds to compile on a busy two-core machine, so the deploy's timeout, not 30 s.
+pub async fn post_json_compiling(url: &str) -> (u16, serde_json::Value) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .expect("client");
+    json(client.post(url).send().await.expect("POST")).await
+}
+
 /// JSON body of a response, with the status.
 pub async fn json(response: reqwest::Response) -> (u16, serde_json::Value) {
     let status = response.status().as_u16();
