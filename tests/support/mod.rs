@@ -444,10 +444,7 @@ impl Host {
     /// PUTs `bytes` to a deploy `url` (with whatever query the test wants). Compiling a 15 MB
     /// language runtime takes tens of seconds on a busy two-core machine: no short timeout.
     pub async fn deploy_to(&self, url: &str, bytes: Vec<u8>) -> reqwest::Response {
-        reqwest::Client::builder()
-            .timeout(Duration::from_secs(300))
-            .build()
-            .expect("client")
+        compile_wait_client()
             .put(url)
             .bearer_auth(TOKEN)
             .header("content-type", "application/wasm")
@@ -594,11 +591,16 @@ pub async fn post_json(url: &str) -> (u16, serde_json::Value) {
 /// compiled the function yet, or whose cache was corrupt): a 15 MB language runtime takes tens
 /// of seconds to compile on a busy two-core machine, so the deploy's timeout, not 30 s.
 pub async fn post_json_compiling(url: &str) -> (u16, serde_json::Value) {
-    let client = reqwest::Client::builder()
+    json(compile_wait_client().post(url).send().await.expect("POST")).await
+}
+
+/// A client for requests that may wait for a compile (deploys, a first call that compiles):
+/// 300 s, where [`client`] gives up after 30.
+pub fn compile_wait_client() -> reqwest::Client {
+    reqwest::Client::builder()
         .timeout(Duration::from_secs(300))
         .build()
-        .expect("client");
-    json(client.post(url).send().await.expect("POST")).await
+        .expect("client")
 }
 
 /// JSON body of a response, with the status.
