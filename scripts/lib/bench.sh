@@ -1,4 +1,4 @@
-# Sourced by scripts/bench-ab, scripts/bench-cpu and scripts/bench-instructions: the pieces every
+# Sourced by scripts/bench, bench-ab, bench-cpu and bench-instructions: the pieces every
 # benchmark driver repeats. Callers set OUT (their output folder) and define `die`; sourcing
 # installs an EXIT trap that stops every process recorded in PIDS.
 # shellcheck shell=bash
@@ -9,7 +9,16 @@ PIDS=()
 cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A port nothing listens on: asked from the kernel when python3 is there, else probed.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null && return
+  local port
+  for _ in $(seq 50); do
+    port=$(shuf -i 20000-60000 -n 1)
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+  done
+  die "found no free port"
+}
 
 # Dies unless the hello, kv-increment and cart guests are built.
 require_guests() {
@@ -37,16 +46,21 @@ start_server() {
   "$@" >"$OUT/$name.out" 2>"$OUT/$name.log" &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
-  for _ in $(seq 300); do grep -q '^listening on ' "$OUT/$name.out" 2>/dev/null && break; sleep 0.1; done
+  for _ in $(seq 300); do
+    grep -q '^listening on ' "$OUT/$name.out" 2>/dev/null && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$OUT/$name.log" >&2; die "$name exited at start"; }
+    sleep 0.1
+  done
   SERVER_URL=$(sed -n 's/^listening on //p' "$OUT/$name.out")
-  [ -n "$SERVER_URL" ] || die "$name did not start (see $OUT/$name.log)"
+  [ -n "$SERVER_URL" ] || die "$name did not start within 30 s (see $OUT/$name.log)"
 }
 
 # deploy HOST_URL TOKEN NAME GUEST_FILE APP; a deploy waits for the compile, at most
 # DEPLOY_MAX_TIME seconds (300; a host under valgrind needs more).
 deploy() {
   curl -sS -f -o /dev/null --max-time "${DEPLOY_MAX_TIME:-300}" -X PUT -H "Authorization: Bearer $2" \
-    --data-binary "@$GUESTS/$4" "$1/v1/functions/$3?app=$5" || die "deploying $3 failed"
+    -H 'Content-Type: application/wasm' --data-binary "@$GUESTS/$4" "$1/v1/functions/$3?app=$5" ||
+    die "deploying $3 failed"
 }
 
 # Deploys the three cases' guests (hello, probe, cart in app pizza) to HOST_URL with TOKEN.
