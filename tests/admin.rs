@@ -230,6 +230,16 @@ async fn oversized_component_is_413() {
         "--max-component-bytes",
     )
     .await;
+    // Far past the limit and the socket buffers: the host reads it before refusing, so the
+    // client sees the 413 rather than a broken pipe.
+    expect_refused(
+        &host,
+        "huge",
+        vec![0; 16 << 20],
+        413,
+        "--max-component-bytes",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -246,6 +256,15 @@ async fn invalid_names_are_400() {
         )
         .await;
     }
+    // A large upload refused for its name is read first: the message still arrives.
+    expect_refused(
+        &host,
+        "Cart",
+        vec![0; 16 << 20],
+        400,
+        "invalid function name",
+    )
+    .await;
     let (status, body) = json(
         host.deploy("ok", Some("Bad.App"), guest("recycle-probe"))
             .await,

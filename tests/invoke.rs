@@ -269,6 +269,44 @@ async fn oversized_request_body_is_413_before_the_guest_runs() {
     );
 }
 
+/// A body far past the limit, larger than the socket buffers: the host reads and discards it
+/// before answering, so the client sees the 413 and its message rather than a broken pipe
+/// (answering at once and closing would reset the connection mid-send). Declared and chunked,
+/// several times on one pooled client.
+#[tokio::test]
+async fn a_body_far_past_the_limit_still_gets_its_413() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    host.deploy_ok("mb", None, "misbehave").await;
+    let client = client();
+    for round in 0..3 {
+        let declared = client
+            .post(host.fn_url("mb/echo"))
+            .body(vec![b'x'; 16 << 20])
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}, declared length: {e:?}"));
+        let chunks = (0..64).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 256 << 10]));
+        let chunked = client
+            .post(host.fn_url("mb/echo"))
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}, chunked: {e:?}"));
+        for response in [declared, chunked] {
+            let (status, body) = json(response).await;
+            assert_eq!(status, 413, "{body}");
+            assert!(
+                body["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("--max-body-bytes"),
+                "{body}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn guest_stdout_and_stderr_reach_the_host_log_tagged() {
     let redis = Redis::start();

@@ -19,7 +19,7 @@ use crate::error::HostError;
 use crate::failures::{self, FailureList};
 use crate::openapi::{AdminFailures, ErrorBody, WasmComponent};
 use crate::registry::{FunctionEntry, FunctionLimits};
-use crate::server::AppState;
+use crate::server::{AppState, drain};
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -62,9 +62,34 @@ pub async fn deploy(
     request: Request<Body>,
 ) -> Result<impl IntoResponse, HostError> {
     let by = authorize(&state, request.headers(), request.extensions().get())?;
+    // A refusal of an authorized caller's upload reads the body first, so the caller sees the
+    // message rather than a connection reset mid-send (see `drain`).
+    let (app, limits) = match deploy_settings(&state, &name, query) {
+        Ok(settings) => settings,
+        Err(e) => {
+            drain(request.into_body()).await;
+            return Err(e);
+        }
+    };
+    let (bytes, digest) = read_component(request, state.settings.max_component_bytes).await?;
+    let entry = state
+        .registry
+        .deploy(&name, &app, bytes, digest, limits, by)
+        .await?;
+    state.metrics.deploys.inc();
+    tracing::info!(function = %entry.name, version = entry.version, app = %entry.app, digest = %entry.digest, size = entry.size, by, "deployed");
+    Ok((StatusCode::CREATED, Json(entry)))
+}
+
+/// A deploy's app and limits from its query, each checked against the host's settings.
+fn deploy_settings(
+    state: &AppState,
+    name: &str,
+    query: Result<Query<DeployQuery>, QueryRejection>,
+) -> Result<(String, FunctionLimits), HostError> {
     let Query(query) = query.map_err(bad_query)?;
-    check_name("function name", &name)?;
-    let app = query.app.unwrap_or_else(|| name.clone());
+    check_name("function name", name)?;
+    let app = query.app.unwrap_or_else(|| name.to_owned());
     check_name("app", &app)?;
     let host_mib = (state.settings.limits.max_memory_bytes >> 20) as u32;
     if let Some(mib) = query.memory_mib
@@ -88,26 +113,15 @@ pub async fn deploy(
                 .into(),
         ));
     }
-    let (bytes, digest) = read_component(request, state.settings.max_component_bytes).await?;
-    let entry = state
-        .registry
-        .deploy(
-            &name,
-            &app,
-            bytes,
-            digest,
-            FunctionLimits {
-                memory_mib: query.memory_mib,
-                cpu_ms: query.cpu_ms,
-                kv_ops: query.kv_ops,
-                kv_bytes: query.kv_bytes,
-            },
-            by,
-        )
-        .await?;
-    state.metrics.deploys.inc();
-    tracing::info!(function = %entry.name, version = entry.version, app = %entry.app, digest = %entry.digest, size = entry.size, by, "deployed");
-    Ok((StatusCode::CREATED, Json(entry)))
+    Ok((
+        app,
+        FunctionLimits {
+            memory_mib: query.memory_mib,
+            cpu_ms: query.cpu_ms,
+            kv_ops: query.kv_ops,
+            kv_bytes: query.kv_bytes,
+        },
+    ))
 }
 
 /// `GET /v1/functions`: every deployed function.
@@ -247,10 +261,11 @@ async fn read_component(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut body = request.into_body();
     if declared.is_some_and(|len| len > limit as u64) {
+        drain(body).await;
         return Err(too_large());
     }
-    let mut body = request.into_body();
     let mut bytes = Vec::with_capacity(declared.unwrap_or(0) as usize);
     let mut hasher = Sha256::new();
     while let Some(frame) = body.frame().await {
@@ -258,6 +273,7 @@ async fn read_component(
             frame.map_err(|e| HostError::BadRequest(format!("could not read the upload: {e}")))?;
         if let Ok(data) = frame.into_data() {
             if bytes.len() + data.len() > limit {
+                drain(body).await;
                 return Err(too_large());
             }
             hasher.update(&data);

@@ -251,9 +251,10 @@ impl Client {
         self.json(response?).await
     }
 
-    /// The answer to an upload the host refused before reading it (wrong token, bad name,
-    /// too large): it answers at once and closes the connection, and a client still sending
-    /// the body loses that answer to the broken connection. Asking again with the same headers
+    /// The answer to an upload the host refused before reading it (a wrong token, or a body
+    /// too large for the host to read and discard first, see `server::drain`): it answers at
+    /// once and closes the connection, and a client still sending the body loses that answer
+    /// to the broken connection. Asking again with the same headers
     /// and no body bytes gets it. `None` if the host waits for the body instead.
     async fn early_answer(&self, path: &str, len: u64) -> Option<Response> {
         // The body never yields: the host either answers from the headers, or waits in vain
