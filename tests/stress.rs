@@ -3,7 +3,7 @@
 
 mod support;
 
-use goldfish::stress::{self, StressConfig, StressReport};
+use goldfish::stress::{self, GeneratorCeiling, StressConfig, StressReport};
 use support::{Host, Redis};
 
 /// Load of the end-to-end run: enough requests that reuse or a leak would show, few enough for a
@@ -20,6 +20,7 @@ fn config(targets: &[&Host], requests: u64) -> StressConfig {
         requests: Some(requests),
         duration: None,
         concurrency: CONCURRENCY,
+        generator_check: Some(std::time::Duration::from_secs(1)),
         progress: false,
     }
 }
@@ -108,6 +109,18 @@ async fn two_thousand_requests_over_two_hosts_each_run_on_a_fresh_instance_that_
         report.timeline.last().map(|point| point.completed),
         Some(REQUESTS)
     );
+    // The generator's own ceiling was measured after the run, and the saturation call follows
+    // from the two figures.
+    let GeneratorCeiling::Measured(check) = report.generator else {
+        panic!("the generator's ceiling was not measured:\n{text}");
+    };
+    assert!(check.ceiling_rps > 0.0 && check.seconds >= 1.0, "{text}");
+    assert_eq!(
+        check.saturated,
+        check.ceiling_rps < 3.0 * report.throughput_rps,
+        "{text}"
+    );
+    assert!(text.contains("against a trivial native server"), "{text}");
 }
 
 #[tokio::test]
@@ -135,6 +148,12 @@ async fn report_serialises_to_json_and_draws_an_svg() {
     assert_eq!(json["failures"], serde_json::json!(report.failures));
     assert!(json["latency"]["p99_ms"].is_number());
     assert!(json["timeline"].is_array());
+    assert_eq!(json["generator"]["outcome"], "measured", "{json}");
+    assert!(
+        json["generator"]["ceiling_rps"]
+            .as_f64()
+            .is_some_and(|r| r > 0.0)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -153,6 +172,7 @@ async fn a_host_that_is_not_there_is_an_error_not_a_verdict() {
         requests: Some(1),
         duration: None,
         concurrency: 1,
+        generator_check: None,
         progress: false,
     };
     let error = stress::run(&config)

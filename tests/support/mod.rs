@@ -511,6 +511,7 @@ pub async fn assert_fresh_under_load(
         requests: Some(requests),
         duration: None,
         concurrency,
+        generator_check: None,
         progress: false,
     })
     .await

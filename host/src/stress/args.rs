@@ -40,6 +40,10 @@ pub struct StressArgs {
     /// whichever comes first.
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// After the run, drive a trivial native server this long with the same workers, to tell
+    /// whether this tool limited the run (it says so below 3x headroom); 0 skips it.
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "2s")]
+    pub generator_check: Duration,
     /// Also write the figures as JSON to this file.
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
@@ -58,6 +62,7 @@ impl StressConfig {
             requests: args.requests,
             duration: args.duration,
             concurrency: args.concurrency,
+            generator_check: (!args.generator_check.is_zero()).then_some(args.generator_check),
             progress: std::io::stderr().is_terminal(),
         }
     }

@@ -125,6 +125,7 @@ pub(super) fn assemble(
         },
         hosts,
         timeline,
+        generator: super::GeneratorCeiling::Skipped,
         failures: Vec::new(),
     }
 }

@@ -184,7 +184,7 @@ pub(super) async fn run_load(
 }
 
 /// One worker: claims request indexes until the limit or the deadline, one request at a time.
-async fn work(
+pub(super) async fn work(
     client: Client,
     method: Method,
     load_urls: Arc<[Url]>,

@@ -7,6 +7,7 @@
 //!   the `--report` JSON.
 //! - `plan.rs`: the configuration checked and turned into the URLs of a run.
 //! - `load.rs`: the load workers, what they tally, the progress bar.
+//! - `generator.rs`: the generator's own ceiling against a trivial native server, after the run.
 //! - `sampler.rs`: `/metrics` snapshots and samples, the probe's kv counter, bounded body reads.
 //! - `assemble.rs`: the tallies, samples and snapshots turned into a [`StressReport`].
 //! - [`prometheus`]: the Prometheus text-format parser and the queries asked of a scrape.
@@ -20,6 +21,7 @@
 
 mod args;
 mod assemble;
+mod generator;
 mod load;
 mod plan;
 pub mod plot;
@@ -38,8 +40,8 @@ use load::{progress_bar, run_load};
 use plan::Plan;
 pub use plot::write_svg;
 pub use report::{
-    Freshness, HostReport, LatencyBucket, LatencySummary, RequestCounts, StressReport,
-    TimelinePoint,
+    Freshness, GeneratorCeiling, GeneratorCheck, HostReport, LatencyBucket, LatencySummary,
+    RequestCounts, StressReport, TimelinePoint,
 };
 use sampler::{kv_reading, settle};
 
@@ -105,6 +107,9 @@ pub struct StressConfig {
     /// Stop sending after this long; requests in flight then still finish.
     pub duration: Option<Duration>,
     pub concurrency: usize,
+    /// After the run, how long to drive a trivial native server to measure the generator's own
+    /// ceiling (see [`generator`]); `None` skips that.
+    pub generator_check: Option<Duration>,
     /// Draw a progress bar on stderr (indicatif hides it anyway when stderr is not a terminal).
     pub progress: bool,
 }
@@ -146,5 +151,23 @@ pub async fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
     report.freshness.kv_after = kv_after;
     report.freshness.kv_errors = kv_errors;
     report.failures = report::find_failures(&report);
+
+    // 6. The generator's own ceiling, now that the hosts are measured.
+    if let Some(duration) = config.generator_check {
+        report.generator = match generator::check(
+            &client,
+            &plan.method,
+            plan.concurrency,
+            duration,
+            report.throughput_rps,
+        )
+        .await
+        {
+            Ok(check) => GeneratorCeiling::Measured(check),
+            Err(e) => GeneratorCeiling::Failed {
+                error: format!("{e:#}"),
+            },
+        };
+    }
     Ok(report)
 }

@@ -113,6 +113,7 @@ mod tests {
             requests: None,
             duration: None,
             concurrency: 4,
+            generator_check: None,
             progress: false,
         }
     }

@@ -98,7 +98,8 @@ mod tests {
 
     use super::*;
     use crate::stress::report::{
-        Freshness, HostReport, LatencySummary, RequestCounts, latency_histogram,
+        Freshness, GeneratorCeiling, GeneratorCheck, HostReport, LatencySummary, RequestCounts,
+        latency_histogram,
     };
 
     /// A run of 100 requests over two hosts where every check passes.
@@ -143,6 +144,7 @@ mod tests {
             },
             hosts: vec![host("http://127.0.0.1:1"), host("http://127.0.0.1:2")],
             timeline: Vec::new(),
+            generator: GeneratorCeiling::Skipped,
             failures: Vec::new(),
         }
     }
@@ -162,6 +164,27 @@ mod tests {
             "{}",
             report.render()
         );
+    }
+
+    #[test]
+    fn a_generator_within_three_times_the_run_is_called_saturated_but_does_not_fail_it() {
+        let mut report = passing_run();
+        // The run's throughput is 50 req/s.
+        report.generator = GeneratorCeiling::Measured(GeneratorCheck::new(140.0, 50.0, 1.0));
+        assert_eq!(verdict(&mut report), Vec::<String>::new());
+        let text = report.render();
+        assert!(
+            text.contains("2.8x this run's throughput, below 3x: the generator may have limited"),
+            "{text}"
+        );
+        report.generator = GeneratorCeiling::Measured(GeneratorCheck::new(160.0, 50.0, 1.0));
+        let text = report.render();
+        assert!(
+            text.contains("3.2x this run's throughput: not the bottleneck"),
+            "{text}"
+        );
+        assert!(!GeneratorCheck::new(160.0, 50.0, 1.0).saturated);
+        assert_eq!(GeneratorCheck::new(160.0, 0.0, 1.0).headroom, None);
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct StressReport {
     /// Progress and live instances over time, one point per sample (about every 200 ms) plus
     /// one at the end.
     pub timeline: Vec<TimelinePoint>,
+    /// The load generator's own ceiling on this machine, measured after the run.
+    pub generator: GeneratorCeiling,
     /// What failed, one sentence each; empty when every check passed.
     pub failures: Vec<String>,
 }
@@ -149,4 +151,43 @@ pub struct TimelinePoint {
     pub throughput_rps: f64,
     /// `goldfish_instances_live` of each host, in `hosts` order; `None` where the scrape failed.
     pub live_instances: Vec<Option<u64>>,
+}
+
+/// Whether the load generator could have limited the run (see `stress::generator`). Not part of
+/// the verdict: a saturated generator makes the throughput a floor, not the freshness wrong.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum GeneratorCeiling {
+    /// `--generator-check 0`.
+    Skipped,
+    Measured(GeneratorCheck),
+    /// The baseline could not be measured; why.
+    Failed {
+        error: String,
+    },
+}
+
+/// The generator's ceiling set against the run's throughput.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct GeneratorCheck {
+    /// Requests per second the same workers reached against a trivial native server.
+    pub ceiling_rps: f64,
+    /// `ceiling_rps` ÷ the run's `throughput_rps`; absent when the run's throughput was 0.
+    pub headroom: Option<f64>,
+    /// Headroom below 3: the run may have measured the generator rather than the hosts.
+    pub saturated: bool,
+    /// How long the baseline was driven.
+    pub seconds: f64,
+}
+
+impl GeneratorCheck {
+    pub fn new(ceiling_rps: f64, throughput_rps: f64, seconds: f64) -> GeneratorCheck {
+        let headroom = (throughput_rps > 0.0).then(|| ceiling_rps / throughput_rps);
+        GeneratorCheck {
+            ceiling_rps,
+            headroom,
+            saturated: headroom.is_some_and(|h| h < crate::stress::generator::MIN_HEADROOM),
+            seconds,
+        }
+    }
 }

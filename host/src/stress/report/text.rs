@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{RequestCounts, StressReport};
+use super::{GeneratorCeiling, RequestCounts, StressReport};
 
 impl StressReport {
     /// The report as a person reads it, ending with the verdict line
@@ -87,6 +87,30 @@ impl StressReport {
                     out,
                     "  {} metrics samples could not be read",
                     host.failed_samples
+                )?;
+            }
+        }
+        match &self.generator {
+            GeneratorCeiling::Skipped => {}
+            GeneratorCeiling::Failed { error } => {
+                writeln!(out, "generator   ceiling not measured: {error}")?;
+            }
+            GeneratorCeiling::Measured(check) => {
+                let verdict = match check.headroom {
+                    Some(headroom) if check.saturated => format!(
+                        "{headroom:.1}x this run's throughput, below 3x: the generator may have \
+                         limited this run, so its throughput is a floor (run the load from \
+                         another machine, or with fewer --concurrency)"
+                    ),
+                    Some(headroom) => {
+                        format!("{headroom:.1}x this run's throughput: not the bottleneck")
+                    }
+                    None => "nothing was answered in the run to compare it with".to_owned(),
+                };
+                writeln!(
+                    out,
+                    "generator   {:.1} req/s against a trivial native server ({:.1} s): {verdict}",
+                    check.ceiling_rps, check.seconds
                 )?;
             }
         }
