@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use axum::Router;
 use axum::http::header;
+use http::{Method, Uri};
 use indicatif::ProgressBar;
-use reqwest::{Client, Method, Url};
 
 use super::MAX_REQUESTS;
-use super::load::{Progress, work};
+use super::load::{LoadClient, Progress, work};
 use super::report::GeneratorCheck;
 
 /// The headroom a run needs over its own throughput for the generator not to be the bottleneck.
@@ -24,15 +24,15 @@ pub const MIN_HEADROOM: f64 = 3.0;
 /// Drives a trivial native server with `concurrency` workers for `duration` and returns the
 /// generator's ceiling, set against `throughput_rps` (the run's).
 pub(super) async fn check(
-    client: &Client,
+    client: &LoadClient,
     method: &Method,
     concurrency: usize,
     duration: Duration,
     throughput_rps: f64,
 ) -> anyhow::Result<GeneratorCheck> {
     let server = TrivialServer::start()?;
-    let url = Url::parse(&format!("http://{}/", server.address)).context("baseline URL")?;
-    let urls: Arc<[Url]> = vec![url].into();
+    let uri = Uri::try_from(format!("http://{}/", server.address)).context("baseline URI")?;
+    let urls: Arc<[Uri]> = vec![uri].into();
     let progress = Arc::new(Progress::default());
     let started = Instant::now();
     let deadline = Some(started + duration);

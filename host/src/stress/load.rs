@@ -7,14 +7,46 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use bytes::Bytes;
+use http::{Method, Request, Uri};
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use reqwest::{Client, Method, Url};
+use reqwest::{Client, Url};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
-use super::sampler::{RawSample, error_chain, example_text, read_bounded, sample};
-use super::{MAX_BODY_BYTES, MAX_ERROR_EXAMPLES, MAX_REQUESTS, Plan};
+use super::sampler::{RawSample, error_chain, example_text, sample};
+use super::{
+    CONNECT_TIMEOUT, MAX_BODY_BYTES, MAX_ERROR_EXAMPLES, MAX_REQUESTS, Plan, REQUEST_TIMEOUT,
+};
+
+/// The load's HTTP client: hyper's own pooled client, not reqwest. reqwest turns its `Url` back
+/// into a `Uri` (a parse, with IDNA) and clones its default headers on every request; with
+/// those gone the generator spends less CPU per request, which on a small machine is CPU the
+/// hosts under test get. (The sampler and the counter reads, a few requests a second, keep
+/// reqwest.)
+pub(super) type LoadClient = HyperClient<HttpConnector, Empty<Bytes>>;
+
+/// A [`LoadClient`] that keeps up to `concurrency` idle connections per host.
+pub(super) fn load_client(concurrency: usize) -> LoadClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    connector.set_nodelay(true);
+    HyperClient::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(concurrency)
+        .build(connector)
+}
+
+/// `urls` as the `Uri`s the load client takes (parsed once, not per request).
+pub(super) fn load_uris(urls: &[Url]) -> anyhow::Result<Arc<[Uri]>> {
+    urls.iter()
+        .map(|url| Uri::try_from(url.as_str()).with_context(|| format!("{url} is not a valid URI")))
+        .collect()
+}
 
 /// The probe's answer to every other call.
 #[derive(Deserialize)]
@@ -136,11 +168,12 @@ pub(super) struct Load {
 /// until the request limit or the deadline, and merges what the workers saw.
 pub(super) async fn run_load(
     client: &Client,
+    load_client: &LoadClient,
     plan: &Plan,
     bar: &ProgressBar,
 ) -> anyhow::Result<Load> {
     let progress = Arc::new(Progress::default());
-    let load_urls: Arc<[Url]> = plan.load_urls.clone().into();
+    let load_urls = load_uris(&plan.load_urls)?;
     let started = Instant::now();
     let deadline = plan.duration.map(|duration| started + duration);
 
@@ -157,7 +190,7 @@ pub(super) async fn run_load(
     let mut workers = JoinSet::new();
     for _ in 0..plan.concurrency {
         workers.spawn(work(
-            client.clone(),
+            load_client.clone(),
             plan.method.clone(),
             Arc::clone(&load_urls),
             plan.limit,
@@ -185,9 +218,9 @@ pub(super) async fn run_load(
 
 /// One worker: claims request indexes until the limit or the deadline, one request at a time.
 pub(super) async fn work(
-    client: Client,
+    client: LoadClient,
     method: Method,
-    load_urls: Arc<[Url]>,
+    load_urls: Arc<[Uri]>,
     limit: u64,
     deadline: Option<Instant>,
     progress: Arc<Progress>,
@@ -206,14 +239,8 @@ pub(super) async fn work(
         let host = (index % load_urls.len() as u64) as usize;
         tally.hosts[host].sent += 1;
         let request_started = Instant::now();
-        let ok = match client
-            .request(method.clone(), load_urls[host].clone())
-            .send()
-            .await
-        {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let body = read_bounded(response, MAX_BODY_BYTES).await;
+        let ok = match call(&client, &method, &load_urls[host]).await {
+            Ok((status, body)) => {
                 tally
                     .latencies_ms
                     .push(request_started.elapsed().as_secs_f64() * 1e3);
@@ -231,8 +258,7 @@ pub(super) async fn work(
             }
             Err(error) => {
                 tally.transport_errors += 1;
-                // reqwest's message names the URL; the example stays the same across requests.
-                tally.add_example(error_chain(&error.without_url()));
+                tally.add_example(error);
                 false
             }
         };
@@ -243,6 +269,35 @@ pub(super) async fn work(
         bar.inc(1);
     }
     tally
+}
+
+/// One load request within [`REQUEST_TIMEOUT`]: its status and its body (at most
+/// [`MAX_BODY_BYTES`]; an `Err` body is a response whose body could not be read), or, when no
+/// response came, why.
+async fn call(
+    client: &LoadClient,
+    method: &Method,
+    uri: &Uri,
+) -> Result<(u16, anyhow::Result<Vec<u8>>), String> {
+    let mut request = Request::new(Empty::new());
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri.clone();
+    let exchange = async {
+        let response = client.request(request).await.map_err(|e| error_chain(&e))?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
+            .collect()
+            .await
+            .map(|body| body.to_bytes().to_vec())
+            .map_err(|e| match e.downcast_ref::<LengthLimitError>() {
+                Some(_) => anyhow::anyhow!("response body larger than {MAX_BODY_BYTES} bytes"),
+                None => anyhow::anyhow!("response body: {}", error_chain(&*e)),
+            });
+        Ok((status, body))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")))
 }
 
 /// Counts a 200's body as fresh, reused or unreadable.
@@ -258,5 +313,55 @@ fn examine_answer(tally: &mut Tally, body: anyhow::Result<Vec<u8>>) {
             tally.kv_values.push(answer.kv);
         }
         None => tally.unreadable += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_transport_error_that_says_so() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port");
+        let uri = Uri::try_from(format!("http://{closed}/fn/probe")).expect("URI");
+        let error = call(&load_client(1), &Method::POST, &uri)
+            .await
+            .expect_err("nothing listens there");
+        assert!(error.to_lowercase().contains("connect"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_bound_is_an_unreadable_answer_not_a_transport_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let address = listener.local_addr().expect("address");
+        let app = axum::Router::new()
+            .route(
+                "/small",
+                axum::routing::post(|| async { "{\"global\":1,\"kv\":7}" }),
+            )
+            .route(
+                "/large",
+                axum::routing::post(|| async { vec![b'x'; MAX_BODY_BYTES + 1] }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = load_client(1);
+        let uri = |path: &str| Uri::try_from(format!("http://{address}{path}")).expect("URI");
+
+        let (status, body) = call(&client, &Method::POST, &uri("/small"))
+            .await
+            .expect("answered");
+        assert_eq!(status, 200);
+        assert_eq!(body.expect("read"), b"{\"global\":1,\"kv\":7}");
+
+        let (status, body) = call(&client, &Method::POST, &uri("/large"))
+            .await
+            .expect("answered");
+        assert_eq!(status, 200);
+        let error = body.expect_err("past the bound").to_string();
+        assert!(error.contains("response body larger than"), "{error}");
     }
 }

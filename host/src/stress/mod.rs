@@ -36,7 +36,7 @@ use reqwest::Client;
 
 pub use args::{DurationError, StressArgs, command, parse_duration, write_json};
 use assemble::assemble;
-use load::{progress_bar, run_load};
+use load::{load_client, progress_bar, run_load};
 use plan::Plan;
 pub use plot::write_svg;
 pub use report::{
@@ -136,7 +136,8 @@ pub async fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
 
     // 3. Load, sampled.
     let progress = progress_bar(config.progress, &plan);
-    let load = run_load(&client, &plan, &progress).await?;
+    let load_client = load_client(plan.concurrency);
+    let load = run_load(&client, &load_client, &plan, &progress).await?;
     progress.finish_and_clear();
 
     // 4. "After" snapshot, once the last instances are dropped.
@@ -155,7 +156,7 @@ pub async fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
     // 6. The generator's own ceiling, now that the hosts are measured.
     if let Some(duration) = config.generator_check {
         report.generator = match generator::check(
-            &client,
+            &load_client,
             &plan.method,
             plan.concurrency,
             duration,
