@@ -182,6 +182,22 @@ mod tests {
             ["http://127.0.0.1:1", "http://127.0.0.1:2"]
         );
         assert_eq!(cli.stress.duration, Some(Duration::from_secs(90)));
+        assert_eq!(cli.stress.generator_check, Duration::from_secs(2));
+        let off = Cli::try_parse_from([
+            "goldfish",
+            "--target",
+            "http://127.0.0.1:1",
+            "--function",
+            "probe",
+            "--generator-check",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(
+            StressConfig::from_args(&off.stress).generator_check,
+            None,
+            "0 skips the check"
+        );
         assert_eq!(
             (
                 cli.stress.concurrency,
