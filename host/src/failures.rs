@@ -11,7 +11,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
-use tracing::Instrument;
 use utoipa::ToSchema;
 
 use crate::backend::{Backend, BackendError};
@@ -87,35 +86,38 @@ pub fn answer(
     error.into_invoke_response(request_id, function)
 }
 
-/// Writes `record` to `function`'s list from a task of its own, in the current span (so a
-/// failed write is logged with the request id), unless [`MAX_PENDING_WRITES`] are under way.
+/// Writes `record` to `function`'s list from a task of its own (a failed write is logged with
+/// the request id), unless [`MAX_PENDING_WRITES`] are under way.
 fn record_in_background(backend: &Backend, function: &str, record: FailureRecord) {
     let Ok(permit) = PENDING_WRITES.try_acquire() else {
-        tracing::warn!("too many failure records being written; this one is only in the log");
+        let request_id = &record.request_id;
+        tracing::warn!(
+            request_id,
+            "too many failure records being written; this one is only in the log"
+        );
         return;
     };
     let json = match serde_json::to_string(&record) {
         Ok(json) => json,
         Err(e) => {
-            tracing::warn!("cannot serialize a failure record: {e}");
+            let request_id = &record.request_id;
+            tracing::warn!(request_id, "cannot serialize a failure record: {e}");
             return;
         }
     };
     let backend = backend.clone();
     let function = function.to_owned();
-    tokio::spawn(
-        async move {
-            let ttl = KEPT_FOR.as_secs() as u32;
-            if let Err(e) = backend
-                .push_failure(&function, &json, KEPT_PER_FUNCTION, ttl)
-                .await
-            {
-                tracing::warn!("could not record the failure in the store: {e}");
-            }
-            drop(permit);
+    let request_id = record.request_id;
+    tokio::spawn(async move {
+        let ttl = KEPT_FOR.as_secs() as u32;
+        if let Err(e) = backend
+            .push_failure(&function, &json, KEPT_PER_FUNCTION, ttl)
+            .await
+        {
+            tracing::warn!(request_id, "could not record the failure in the store: {e}");
         }
-        .in_current_span(),
-    );
+        drop(permit);
+    });
 }
 
 /// `function`'s kept failures, newest first by the time each happened (records are written in

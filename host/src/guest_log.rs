@@ -20,7 +20,7 @@ const WRITE_BUDGET: usize = 64 << 10;
 /// One request's captured output.
 pub struct GuestLog {
     function: String,
-    request_id: String,
+    request_id: Arc<str>,
     stdout: Capture,
     stderr: Capture,
 }
@@ -29,10 +29,15 @@ impl GuestLog {
     pub fn new(function: &str, request_id: &str) -> Self {
         GuestLog {
             function: function.to_owned(),
-            request_id: request_id.to_owned(),
+            request_id: Arc::from(request_id),
             stdout: Capture::default(),
             stderr: Capture::default(),
         }
+    }
+
+    /// The request's id, for log lines about it written elsewhere.
+    pub(crate) fn request_id(&self) -> Arc<str> {
+        self.request_id.clone()
     }
 
     pub(crate) fn stdout(&self) -> Capture {

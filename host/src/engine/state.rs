@@ -3,6 +3,8 @@
 //! context (outbound requests denied), the memory limiter and the kv session. Dropped with the
 //! store at the end of the request.
 
+use std::sync::Arc;
+
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -44,7 +46,9 @@ impl HostState {
             wasi: None,
             output: (log.stdout(), log.stderr()),
             http: WasiHttpCtx::new(),
-            http_hooks: DenyOutbound,
+            http_hooks: DenyOutbound {
+                request_id: log.request_id(),
+            },
             table: {
                 let mut table = ResourceTable::new();
                 table.set_max_capacity(MAX_RESOURCES);
@@ -99,7 +103,10 @@ impl WasiHttpView for HostState {
 
 /// `wasi:http/outgoing-handler` is linked (toolchains import it whether or not the code sends
 /// anything) but every request fails with `HTTP-request-denied`.
-struct DenyOutbound;
+struct DenyOutbound {
+    /// The request whose guest asked, for the log line.
+    request_id: Arc<str>,
+}
 
 impl WasiHttpHooks for DenyOutbound {
     fn send_request(
@@ -115,7 +122,7 @@ impl WasiHttpHooks for DenyOutbound {
                 )>,
             > + Send,
     > {
-        tracing::debug!(uri = %request.uri(), "refused an outbound HTTP request from a guest");
+        tracing::debug!(request_id = %self.request_id, uri = %request.uri(), "refused an outbound HTTP request from a guest");
         Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }

@@ -112,7 +112,7 @@ impl HostError {
     /// `{"error": ..., "request_id": ...}`.
     pub fn into_invoke_response(self, request_id: &str, function: Option<&str>) -> Response {
         let status = self.status();
-        self.log(status);
+        self.log(status, Some(request_id));
         let message = match self.class() {
             None => self.to_string(),
             Some(class) => {
@@ -138,16 +138,19 @@ impl HostError {
         self.with_headers((status, Json(body)).into_response())
     }
 
-    /// Logs once, in the request's span: internal errors as errors, other server-side
-    /// failures as warnings with their whole detail, client errors at debug level.
-    fn log(&self, status: StatusCode) {
+    /// Logs once, with the invocation's request id when there is one: internal errors as
+    /// errors, other server-side failures as warnings with their whole detail, client errors
+    /// at debug level.
+    fn log(&self, status: StatusCode, request_id: Option<&str>) {
         match self {
-            HostError::Internal(detail) => tracing::error!("internal error: {detail}"),
+            HostError::Internal(detail) => {
+                tracing::error!(request_id, "internal error: {detail}")
+            }
             e if status.is_server_error() => {
                 let class = e.class().map_or("", FailureClass::as_str);
-                tracing::warn!(status = status.as_u16(), class, "{e}")
+                tracing::warn!(request_id, status = status.as_u16(), class, "{e}")
             }
-            e => tracing::debug!(status = status.as_u16(), "{e}"),
+            e => tracing::debug!(request_id, status = status.as_u16(), "{e}"),
         }
     }
 
@@ -178,7 +181,7 @@ impl HostError {
 impl IntoResponse for HostError {
     fn into_response(self) -> Response {
         let status = self.status();
-        self.log(status);
+        self.log(status, None);
         let message = match &self {
             HostError::Internal(_) => "internal error; the host log has details".to_owned(),
             e => e.to_string(),
