@@ -240,6 +240,26 @@ async fn oversized_component_is_413() {
         "--max-component-bytes",
     )
     .await;
+    // The same without a Content-Length (chunked): refused once past the limit, the rest read.
+    let chunks = (0..64).map(|_| Ok::<_, std::io::Error>(vec![0u8; 256 << 10]));
+    let (status, body) = json(
+        client()
+            .put(format!("{}/v1/functions/chunked", host.url))
+            .bearer_auth(TOKEN)
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+            .send()
+            .await
+            .expect("the 413 arrives, not a broken pipe"),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--max-component-bytes"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{Request, StatusCode, header};
+use axum::http::{Request, StatusCode};
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -19,7 +19,7 @@ use crate::error::HostError;
 use crate::failures::{self, FailureList};
 use crate::openapi::{AdminFailures, ErrorBody, WasmComponent};
 use crate::registry::{FunctionEntry, FunctionLimits};
-use crate::server::{AppState, drain};
+use crate::server::{AppState, declared_length, drain};
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -256,11 +256,7 @@ async fn read_component(
             "the component is larger than the limit of {limit} bytes (host option --max-component-bytes)"
         ))
     };
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(request.headers());
     let mut body = request.into_body();
     if declared.is_some_and(|len| len > limit as u64) {
         drain(body).await;

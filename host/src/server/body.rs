@@ -23,11 +23,7 @@ pub async fn read_body(
             "the {what} is larger than the limit of {limit} bytes (host option {flag})"
         ))
     };
-    let declared = request
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(request.headers());
     let mut body = request.into_body();
     if declared.is_some_and(|len| len > limit as u64) {
         drain(body).await;
@@ -56,6 +52,14 @@ pub async fn read_body(
             "could not read the request body: {e}"
         ))),
     }
+}
+
+/// The request's `Content-Length`, when it has a readable one.
+pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 /// The most of a refused body [`drain`] reads, and for how long.

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 
 use crate::{connections, fleet};
 
-pub use body::{drain, read_body};
+pub use body::{declared_length, drain, read_body};
 pub use router::{admin_app, app, public_app};
 pub use settings::{
     DEFAULT_BODY_TIMEOUT, DEFAULT_CPU_BUDGET, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_COMPONENT_BYTES,

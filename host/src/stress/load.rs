@@ -14,7 +14,7 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use reqwest::{Client, Url};
+use reqwest::Client;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -39,13 +39,6 @@ pub(super) fn load_client(concurrency: usize) -> LoadClient {
     HyperClient::builder(TokioExecutor::new())
         .pool_max_idle_per_host(concurrency)
         .build(connector)
-}
-
-/// `urls` as the `Uri`s the load client takes (parsed once, not per request).
-pub(super) fn load_uris(urls: &[Url]) -> anyhow::Result<Arc<[Uri]>> {
-    urls.iter()
-        .map(|url| Uri::try_from(url.as_str()).with_context(|| format!("{url} is not a valid URI")))
-        .collect()
 }
 
 /// The probe's answer to every other call.
@@ -173,7 +166,7 @@ pub(super) async fn run_load(
     bar: &ProgressBar,
 ) -> anyhow::Result<Load> {
     let progress = Arc::new(Progress::default());
-    let load_urls = load_uris(&plan.load_urls)?;
+    let load_urls = Arc::clone(&plan.load_urls);
     let started = Instant::now();
     let deadline = plan.duration.map(|duration| started + duration);
 

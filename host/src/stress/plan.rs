@@ -1,9 +1,11 @@
 //! What a run will do, checked before anything is sent: the flags' values within their limits,
 //! and every URL of the run (load, `/metrics`, the probe's counter) built once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use http::Uri;
 use reqwest::{Method, Url};
 
 use super::{DEFAULT_REQUESTS, MAX_CONCURRENCY, MAX_REQUESTS, StressConfig};
@@ -11,8 +13,9 @@ use super::{DEFAULT_REQUESTS, MAX_CONCURRENCY, MAX_REQUESTS, StressConfig};
 /// The validated shape of a run.
 pub(super) struct Plan {
     pub(super) targets: Vec<String>,
-    /// Load URL per target, same order.
-    pub(super) load_urls: Vec<Url>,
+    /// Load URI per target, same order, as the load client takes them (parsed once here, not
+    /// per request).
+    pub(super) load_urls: Arc<[Uri]>,
     /// `/metrics` per target, same order.
     pub(super) metrics_urls: Vec<Url>,
     /// The probe's non-incrementing counter read, on the first target.
@@ -75,7 +78,10 @@ impl Plan {
         };
         let load_urls = targets
             .iter()
-            .map(|target| url(format!("{target}/fn/{}{function_path}", config.function)))
+            .map(|target| {
+                let url = url(format!("{target}/fn/{}{function_path}", config.function))?;
+                Uri::try_from(url.as_str()).with_context(|| format!("{url} is not a valid URI"))
+            })
             .collect::<anyhow::Result<_>>()?;
         let metrics_urls = targets
             .iter()
@@ -122,7 +128,7 @@ mod tests {
     fn plan_builds_urls_and_strips_trailing_slashes() {
         let plan = Plan::new(&config(&["http://127.0.0.1:1/", "http://127.0.0.1:2"])).unwrap();
         assert_eq!(plan.targets, ["http://127.0.0.1:1", "http://127.0.0.1:2"]);
-        assert_eq!(plan.load_urls[0].as_str(), "http://127.0.0.1:1/fn/probe");
+        assert_eq!(plan.load_urls[0].to_string(), "http://127.0.0.1:1/fn/probe");
         assert_eq!(plan.metrics_urls[1].as_str(), "http://127.0.0.1:2/metrics");
         assert_eq!(plan.count_url.as_str(), "http://127.0.0.1:1/fn/probe/count");
         assert_eq!(plan.method, Method::POST);
@@ -130,7 +136,7 @@ mod tests {
         let mut with_path = config(&["http://127.0.0.1:1"]);
         with_path.path = "/a/b?x=1".into();
         assert_eq!(
-            Plan::new(&with_path).unwrap().load_urls[0].as_str(),
+            Plan::new(&with_path).unwrap().load_urls[0].to_string(),
             "http://127.0.0.1:1/fn/probe/a/b?x=1"
         );
     }

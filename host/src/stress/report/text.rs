@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{GeneratorCeiling, RequestCounts, StressReport};
+use crate::stress::generator::MIN_HEADROOM;
 
 impl StressReport {
     /// The report as a person reads it, ending with the verdict line
@@ -98,9 +99,9 @@ impl StressReport {
             GeneratorCeiling::Measured(check) => {
                 let verdict = match check.headroom {
                     Some(headroom) if check.saturated => format!(
-                        "{headroom:.1}x this run's throughput, below 3x: the generator may have \
-                         limited this run, so its throughput is a floor (run the load from \
-                         another machine, or with fewer --concurrency)"
+                        "{headroom:.1}x this run's throughput, below {MIN_HEADROOM}x: the \
+                         generator may have limited this run, so its throughput is a floor \
+                         (run the load from another machine, or with fewer --concurrency)"
                     ),
                     Some(headroom) => {
                         format!("{headroom:.1}x this run's throughput: not the bottleneck")
