@@ -183,37 +183,37 @@ async fn call(
     })
     .await?;
     let log = GuestLog::new(name, request_id);
-    let kv = KvSession::with_budget(
-        state.kv_backend.clone(),
-        &ready.entry.app,
-        state.metrics.clone(),
-        state.settings.kv_budget_for(&ready.entry),
-    );
+    let kv_budget = state.settings.kv_budget_for(&ready.entry);
     let limits = state.settings.limits_for(&ready.entry);
     let runtime = state.runtime.clone();
     let metrics = state.metrics.clone();
     let function = name.to_owned();
-    // The guest runs on the guest runtime, never on the threads that serve HTTP, health and
-    // admin requests; the slots travel with it, so they are held exactly as long as it runs,
-    // even if the client goes away. Boxed here, once: the spawn then moves a pointer, and this
-    // request's own future does not carry the guest's (several KiB) inside it.
+    // The guest runs on a guest thread, never on the threads that serve HTTP, health and
+    // admin requests, and reaches the store through that thread's connection. The slots travel
+    // with it, so they are held exactly as long as it runs, even if the client goes away. Boxed
+    // here, once: the spawn then moves a pointer, and this request's own future does not carry
+    // the guest's (several KiB) inside it.
     let (outcome, log) = state
         .guests
-        .run(Box::pin(async move {
-            let outcome = runtime
-                .call(
-                    &function,
-                    &ready.compiled,
-                    kv,
-                    &log,
-                    &limits,
-                    &metrics,
-                    guest_request,
-                )
-                .await;
-            drop((instance_slot, function_slot));
-            (outcome, log)
-        }))
+        .run(move |store| {
+            Box::pin(async move {
+                let kv =
+                    KvSession::with_budget(store, &ready.entry.app, metrics.clone(), kv_budget);
+                let outcome = runtime
+                    .call(
+                        &function,
+                        &ready.compiled,
+                        kv,
+                        &log,
+                        &limits,
+                        &metrics,
+                        guest_request,
+                    )
+                    .await;
+                drop((instance_slot, function_slot));
+                (outcome, log)
+            })
+        })
         .await
         .map_err(|e| HostError::Internal(format!("the guest task failed: {e}")))?;
     log.emit();

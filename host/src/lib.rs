@@ -34,7 +34,8 @@
 //! - [`stress`]: `goldfish stress`: load generator that checks one-instance-per-request through
 //!   `/metrics` and the recycle probe; flags, checked plan, load, sampling, text, JSON and SVG
 //!   reports in a file each.
-//! - [`guests`]: the guest runtime (apart from the HTTP front) and per-function concurrency caps.
+//! - [`guests`]: the guest threads (apart from the HTTP front), each call given to the least
+//!   loaded, and per-function concurrency caps.
 //! - [`cli`]: `goldfish deploy`, `ls`, `show`, `invoke`, `rm`, `versions`, `rollback`, `errors`:
 //!   client commands over the admin and invoke APIs, tables for people, `--json` for scripts.
 //! - [`guest_log`]: bounded capture of guest stdout/stderr into the host log.

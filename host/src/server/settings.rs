@@ -32,7 +32,7 @@ pub struct Settings {
     pub max_instances: u32,
     /// Concurrent calls of one function on this host; more wait (then 503).
     pub max_concurrency_per_function: usize,
-    /// Worker threads of the guest runtime.
+    /// Threads guests run on, each with a runtime and a Redis connection of its own.
     pub guest_threads: usize,
     /// Run guest threads at the lowest scheduling priority.
     pub low_priority_guests: bool,

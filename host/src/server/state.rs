@@ -1,5 +1,5 @@
 //! [`AppState`]: what every handler shares (backend, engine, registry, settings, metrics,
-//! semaphores, guest runtime, fleet), built once at start-up.
+//! semaphores, guest threads, fleet), built once at start-up.
 
 use std::sync::Arc;
 
@@ -30,9 +30,6 @@ impl std::ops::Deref for AppState {
 /// What [`AppState`] shares.
 pub struct Shared {
     pub backend: Backend,
-    /// The same store through a connection whose I/O runs on the guest runtime: what guests'
-    /// kv calls use (see [`Backend::another_connection`]).
-    pub kv_backend: Backend,
     pub runtime: Arc<Runtime>,
     pub registry: Arc<Registry>,
     pub settings: Arc<Settings>,
@@ -44,31 +41,31 @@ pub struct Shared {
     pub auth_failures: Arc<AuthFailures>,
     /// One permit per invocation in flight ([`Settings::max_in_flight`]).
     pub in_flight: Arc<Semaphore>,
-    /// The runtime guests run on, and each function's concurrency cap.
+    /// The threads guests run on (each with its own connection to the store), and each
+    /// function's concurrency cap.
     pub guests: Arc<Guests>,
     /// This host's identity and recent figures, for its heartbeat and the status page.
     pub fleet: Arc<fleet::Fleet>,
 }
 
 impl AppState {
-    /// Builds the engine and registry over `backend`, and the guest runtime with a connection
-    /// of its own to the same store.
+    /// Builds the engine and registry over `backend`, and the guest threads, each with a
+    /// connection of its own to the same store.
     pub async fn new(backend: Backend, settings: Settings) -> anyhow::Result<Self> {
         let runtime = Runtime::new(settings.limits.max_memory_bytes, settings.max_instances)?;
         let registry = Registry::new(backend.clone(), runtime.clone(), settings.compile.clone())?;
-        let guests = Arc::new(Guests::new(
-            settings.guest_threads,
-            settings.max_concurrency_per_function,
-            settings.max_instances as usize,
-            settings.low_priority_guests,
-        )?);
-        let store = backend.clone();
-        let kv_backend = guests
-            .run(async move { store.another_connection().await })
-            .await??;
+        let guests = Arc::new(
+            Guests::new(
+                settings.guest_threads,
+                settings.max_concurrency_per_function,
+                settings.max_instances as usize,
+                settings.low_priority_guests,
+                &backend,
+            )
+            .await?,
+        );
         Ok(AppState(Arc::new(Shared {
             backend,
-            kv_backend,
             runtime,
             registry,
             instance_slots: Arc::new(Semaphore::new(settings.max_instances as usize)),

@@ -106,9 +106,9 @@ impl RedisBackend {
     }
 
     /// A second, independent connection to the same Redis (or Cluster), whose I/O runs on the
-    /// runtime this is called from. Guests get one on the guest runtime, so a kv call and the
-    /// connection's reader and writer wake each other on the same threads instead of bouncing
-    /// between the guest runtime and the one serving HTTP. It shares this one's record of
+    /// runtime this is called from. Each guest thread gets one, so a kv call and the
+    /// connection's reader and writer wake each other on that thread instead of bouncing
+    /// between threads. It shares this one's record of
     /// whether Redis answers (an answer on either connection means it is up) and its view of
     /// the kv index migration (and starts none of its own).
     pub async fn another_connection(&self) -> Result<Self, BackendError> {
