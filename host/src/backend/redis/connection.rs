@@ -15,6 +15,9 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 pub(super) struct Connection {
     pub(super) inner: Inner,
     pub(super) health: Arc<Health>,
+    /// [`Health::losses`] when this connection (shared by its clones) was last known alive:
+    /// when it was opened, or last checked by [`Connection::check_after_losses`].
+    alive_at_losses: Arc<AtomicU64>,
 }
 
 #[derive(Clone)]
@@ -34,6 +37,8 @@ pub(super) struct Health {
     down_until_ms: AtomicU64,
     /// Failures (timeouts, lost connections) since the last success.
     failures: AtomicU64,
+    /// Failures of that kind ever seen, on any of the host's connections.
+    losses: AtomicU64,
     window: Duration,
 }
 
@@ -46,6 +51,7 @@ impl Health {
             started: Instant::now(),
             down_until_ms: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            losses: AtomicU64::new(0),
             window,
         }
     }
@@ -67,6 +73,7 @@ impl Health {
                     || e.is_connection_dropped()
                     || e.is_connection_refusal() =>
             {
+                self.losses.fetch_add(1, Ordering::Relaxed);
                 if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= FAILURES_TO_FAIL_FAST {
                     let until = self.now_ms() + self.window.as_millis() as u64;
                     self.down_until_ms.store(until, Ordering::Relaxed);
@@ -86,19 +93,59 @@ fn failing_fast() -> redis::RedisError {
     ))
 }
 
+impl Connection {
+    pub(super) fn new(inner: Inner, health: Arc<Health>) -> Self {
+        let losses = health.losses.load(Ordering::Relaxed);
+        Connection {
+            inner,
+            health,
+            alive_at_losses: Arc::new(AtomicU64::new(losses)),
+        }
+    }
+
+    /// Makes sure a single server's connection is alive before a command goes over it, when
+    /// one of the host's connections has lost Redis since this one last got an answer.
+    ///
+    /// Without the redis crate's RESP3 push notifications, a connection learns that Redis
+    /// closed its socket only by failing its next command; a connection that failed
+    /// reconnecting keeps that error for its next command too. Either way one command fails
+    /// after Redis is back, on each connection of the host (one per guest thread, and the
+    /// host's own). Each such command fails here instead on a `PING`, which is safe to send
+    /// again: the first may find the dead socket or the stale error (and start the
+    /// reconnection), the second goes over the new connection. A command itself is never sent
+    /// twice: once on the wire, whether Redis ran it cannot be known.
+    async fn check_after_losses(&mut self) -> redis::RedisResult<()> {
+        let Inner::Single(connection) = &mut self.inner else {
+            // The cluster client reconnects and retries by itself.
+            return Ok(());
+        };
+        let losses = self.health.losses.load(Ordering::Relaxed);
+        if self.alive_at_losses.load(Ordering::Relaxed) >= losses {
+            return Ok(());
+        }
+        let ping = redis::cmd("PING");
+        if ping.query_async::<Value>(connection).await.is_err() {
+            ping.query_async::<Value>(connection).await?;
+        }
+        self.alive_at_losses.fetch_max(losses, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        if self.health.is_down() {
-            return Box::pin(async { Err(failing_fast()) });
-        }
-        let health = self.health.clone();
-        let sent = match &mut self.inner {
-            Inner::Single(c) => c.req_packed_command(cmd),
-            Inner::Cluster(c) => c.req_packed_command(cmd),
-        };
         Box::pin(async move {
-            let result = sent.await;
-            health.observe(&result);
+            if self.health.is_down() {
+                return Err(failing_fast());
+            }
+            let result = match self.check_after_losses().await {
+                Ok(()) => match &mut self.inner {
+                    Inner::Single(c) => c.req_packed_command(cmd).await,
+                    Inner::Cluster(c) => c.req_packed_command(cmd).await,
+                },
+                Err(e) => Err(e),
+            };
+            self.health.observe(&result);
             result
         })
     }
@@ -109,17 +156,18 @@ impl ConnectionLike for Connection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        if self.health.is_down() {
-            return Box::pin(async { Err(failing_fast()) });
-        }
-        let health = self.health.clone();
-        let sent = match &mut self.inner {
-            Inner::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Inner::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        };
         Box::pin(async move {
-            let result = sent.await;
-            health.observe(&result);
+            if self.health.is_down() {
+                return Err(failing_fast());
+            }
+            let result = match self.check_after_losses().await {
+                Ok(()) => match &mut self.inner {
+                    Inner::Single(c) => c.req_packed_commands(pipeline, offset, count).await,
+                    Inner::Cluster(c) => c.req_packed_commands(pipeline, offset, count).await,
+                },
+                Err(e) => Err(e),
+            };
+            self.health.observe(&result);
             result
         })
     }

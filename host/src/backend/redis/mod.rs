@@ -157,7 +157,7 @@ impl RedisBackend {
         let backend = RedisBackend {
             origin: Arc::new(origin),
             description: description.into(),
-            connection: Connection { inner, health },
+            connection: Connection::new(inner, health),
             scripts: Arc::new(Scripts::new()),
             index,
         };
