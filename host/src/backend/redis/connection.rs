@@ -110,10 +110,11 @@ impl Connection {
     /// closed its socket only by failing its next command; a connection that failed
     /// reconnecting keeps that error for its next command too. Either way one command fails
     /// after Redis is back, on each connection of the host (one per guest thread, and the
-    /// host's own). Each such command fails here instead on a `PING`, which is safe to send
-    /// again: the first may find the dead socket or the stale error (and start the
-    /// reconnection), the second goes over the new connection. A command itself is never sent
-    /// twice: once on the wire, whether Redis ran it cannot be known.
+    /// host's own). So a `PING` goes first, which is safe to send twice: the first may find the
+    /// dead socket or the stale error (and start the reconnection), the second goes over the
+    /// new connection. A command itself is never sent twice: once on the wire, whether Redis
+    /// ran it cannot be known. While Redis stays away, the second `PING` waits for one
+    /// reconnection (bounded by the connection timeout) before the command fails.
     async fn check_after_losses(&mut self) -> redis::RedisResult<()> {
         let Inner::Single(connection) = &mut self.inner else {
             // The cluster client reconnects and retries by itself.
