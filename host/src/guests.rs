@@ -157,7 +157,9 @@ impl GuestThread {
     /// Starts the thread and opens its connection to `store` on it.
     async fn start(low_priority: bool, store: &Backend) -> anyhow::Result<Self> {
         let mut builder = tokio::runtime::Builder::new_current_thread();
-        builder.enable_all();
+        // The name is for its blocking-pool threads (the guest thread is named below): their
+        // CPU is the guests' too, for `top -H` and scripts/bench-cpu.
+        builder.enable_all().thread_name("goldfish-guest");
         if low_priority {
             // The runtime's blocking-pool threads; the guest thread itself lowers its own below.
             builder.on_thread_start(lower_priority);
