@@ -77,8 +77,9 @@ impl Guests {
         low_priority: bool,
         store: &Backend,
     ) -> anyhow::Result<Self> {
-        let mut started = Vec::with_capacity(threads.max(1));
-        for _ in 0..threads.max(1) {
+        let threads = threads.max(1);
+        let mut started = Vec::with_capacity(threads);
+        for _ in 0..threads {
             started.push(GuestThread::start(low_priority, store).await?);
         }
         Ok(Guests {

@@ -133,22 +133,32 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// Sends what `send` sends over this connection: at once a failure while Redis is known to
+    /// be down, else after [`Connection::check_after_losses`], recording the outcome in
+    /// [`Health`]. Both of [`ConnectionLike`]'s sending methods go through here.
+    async fn send<T>(
+        &mut self,
+        send: impl AsyncFnOnce(&mut Inner) -> redis::RedisResult<T>,
+    ) -> redis::RedisResult<T> {
+        if self.health.is_down() {
+            return Err(failing_fast());
+        }
+        let result = match self.check_after_losses().await {
+            Ok(()) => send(&mut self.inner).await,
+            Err(e) => Err(e),
+        };
+        self.health.observe(&result);
+        result
+    }
+}
+
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            if self.health.is_down() {
-                return Err(failing_fast());
-            }
-            let result = match self.check_after_losses().await {
-                Ok(()) => match &mut self.inner {
-                    Inner::Single(c) => c.req_packed_command(cmd).await,
-                    Inner::Cluster(c) => c.req_packed_command(cmd).await,
-                },
-                Err(e) => Err(e),
-            };
-            self.health.observe(&result);
-            result
-        })
+        Box::pin(self.send(async |inner| match inner {
+            Inner::Single(c) => c.req_packed_command(cmd).await,
+            Inner::Cluster(c) => c.req_packed_command(cmd).await,
+        }))
     }
 
     fn req_packed_commands<'a>(
@@ -157,20 +167,10 @@ impl ConnectionLike for Connection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            if self.health.is_down() {
-                return Err(failing_fast());
-            }
-            let result = match self.check_after_losses().await {
-                Ok(()) => match &mut self.inner {
-                    Inner::Single(c) => c.req_packed_commands(pipeline, offset, count).await,
-                    Inner::Cluster(c) => c.req_packed_commands(pipeline, offset, count).await,
-                },
-                Err(e) => Err(e),
-            };
-            self.health.observe(&result);
-            result
-        })
+        Box::pin(self.send(async move |inner| match inner {
+            Inner::Single(c) => c.req_packed_commands(pipeline, offset, count).await,
+            Inner::Cluster(c) => c.req_packed_commands(pipeline, offset, count).await,
+        }))
     }
 
     fn get_db(&self) -> i64 {
