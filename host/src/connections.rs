@@ -19,9 +19,14 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use std::net::SocketAddr;
+
+use hyper_util::server::graceful::Watcher;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
+
+use crate::guests::Guests;
 
 /// Default for [`ConnectionLimits::header_timeout`].
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,6 +68,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    homes: Option<Arc<Guests>>,
     shutdown: impl Future<Output = ()>,
 ) {
     // One permit per open connection, released when its task ends.
@@ -112,18 +118,57 @@ pub async fn serve(
                 request.extensions_mut().insert(ConnectInfo(client));
                 request
             });
-        let connection = connections
-            .watch(http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)));
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                // A client that went away or sent its headers too slowly: its business.
-                tracing::debug!(%client, "connection ended: {e}");
+        let watcher = connections.watcher();
+        let http = http.clone();
+        let Some(guests) = &homes else {
+            tokio::spawn(serve_one(http, stream, service, watcher, client, slot));
+            continue;
+        };
+        // Moved to its guest thread's reactor, so its I/O wakes that thread alone.
+        let (home, counted) = guests.connection_home();
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(%client, "connection dropped: {e}");
+                continue;
             }
-            drop(slot);
+        };
+        home.spawn(async move {
+            let _counted = counted;
+            match TcpStream::from_std(stream) {
+                Ok(stream) => serve_one(http, stream, service, watcher, client, slot).await,
+                Err(e) => tracing::debug!(%client, "connection dropped: {e}"),
+            }
         });
     }
     drop(listener);
     connections.shutdown().await;
+}
+
+/// Serves one connection until it closes; `slot` is its place among the listener's open
+/// connections.
+async fn serve_one<S>(
+    http: http1::Builder,
+    stream: TcpStream,
+    service: S,
+    watcher: Watcher,
+    client: SocketAddr,
+    slot: OwnedSemaphorePermit,
+) where
+    S: tower::Service<http::Request<Incoming>, Response = axum::response::Response>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: std::error::Error + Send + Sync + 'static,
+{
+    let connection = watcher
+        .watch(http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)));
+    if let Err(e) = connection.await {
+        // A client that went away or sent its headers too slowly: its business.
+        tracing::debug!(%client, "connection ended: {e}");
+    }
+    drop(slot);
 }
 
 /// Errors the client caused (it hung up before we accepted) need no pause; anything else, such

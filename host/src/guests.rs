@@ -1,20 +1,26 @@
-//! Where guest code runs: threads of their own, apart from the runtime that accepts
-//! connections and serves `/healthz`, `/readyz`, `/metrics` and the admin API, so busy or
-//! CPU-bound guests cannot starve those; and a cap on each function's concurrent calls, so one
-//! hot function cannot take every instance slot from the others.
+//! Where guest code runs: guest threads, each a single-threaded tokio runtime with a Redis
+//! connection of its own; the public listener's HTTP connections are served on them too; and a
+//! cap on each function's concurrent calls, so one hot function cannot take every instance slot
+//! from the others.
 //!
-//! Each guest thread runs a single-threaded tokio runtime with a Redis connection of its own,
-//! and each call goes to the thread with the fewest calls in flight. A guest so stays on one
-//! thread from its instantiation to its answer: the reply to a kv call wakes it where its stack,
-//! store and memory are still in cache, and no idle worker is woken to steal it. One
-//! work-stealing runtime for all guest threads cost more (`scripts/bench-ab`, CPU per request of
-//! this design against that one: kv increment 0.84-0.86x with 15-17% more req/s, cart add
-//! 0.86-0.89x, hello 0.98-1.04x). The same threads dealt calls round-robin showed no
-//! consistent gain (README, Performance): a thread busy with slow guests kept getting its share.
-//!
+//! A connection is given to the guest thread with the fewest CPU-bound calls, then the fewest
+//! open connections, and its requests' guests run on that same thread: no request crosses
+//! threads from its first byte to its answer, and a kv reply wakes its guest where its stack,
+//! store and memory are still in cache. Against the front on threads of its own handing every
+//! call over (`--separate-http-threads`), this costs about a quarter less CPU per request
+//! (`scripts/bench-ab`: hello 0.79x, kv increment 0.71x, cart add 0.82x). A thread holding a
+//! CPU-bound call (one an epoch tick found running wasm, see [`mark_cpu_bound`]) sends calls to
+//! a less loaded thread instead, so light functions keep answering beside spinning ones. Calls
+//! made off the guest threads (with `--separate-http-threads`) go to the least loaded thread.
 //! Within a thread, every guest yields at each epoch tick ([`crate::engine::EPOCH_TICK`]), so
-//! guests share it round-robin rather than one holding it for its whole deadline.
+//! guests and the connections served there share it round-robin rather than one holding it for
+//! its whole deadline.
+//!
+//! One work-stealing runtime for all guests cost more than threads of their own
+//! (`scripts/bench-ab`: kv increment 0.84-0.86x CPU with threads of their own), as did dealing
+//! calls round-robin rather than to the least loaded (README, Performance).
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,7 +31,25 @@ use tokio::task::JoinError;
 
 use crate::backend::Backend;
 
+thread_local! {
+    /// On a guest thread: the id of its [`Guests`] and its index there.
+    static GUEST_THREAD: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
+    /// On a guest thread: its count of CPU-bound calls (see [`mark_cpu_bound`]).
+    static CPU_BOUND: std::cell::RefCell<Option<Arc<AtomicUsize>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Counts the call running on this guest thread as CPU-bound until the returned mark drops
+/// (with its store): it was found running wasm at an epoch tick. `None` off a guest thread.
+pub fn mark_cpu_bound() -> Option<InFlight> {
+    CPU_BOUND.with_borrow(|count| count.as_ref().map(InFlight::enter))
+}
+
+/// Tells one [`Guests`] from another (a test process may hold several), for [`GUEST_THREAD`].
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
 pub struct Guests {
+    id: usize,
     /// At least one.
     threads: Vec<GuestThread>,
     /// Where the search for the least loaded thread starts; advanced on every call, so ties go
@@ -42,6 +66,10 @@ struct GuestThread {
     runtime: Handle,
     /// Calls given to this thread that have not ended.
     in_flight: Arc<AtomicUsize>,
+    /// HTTP connections served on this thread that are open.
+    connections: Arc<AtomicUsize>,
+    /// Calls on this thread found running wasm at an epoch tick (see [`mark_cpu_bound`]).
+    cpu_bound: Arc<AtomicUsize>,
     /// The store through a connection whose I/O runs on this thread (see
     /// [`Backend::another_connection`]): what its guests' kv calls use.
     kv: Backend,
@@ -49,8 +77,9 @@ struct GuestThread {
     _stop: oneshot::Sender<()>,
 }
 
-/// One call counted in its thread's `in_flight` until it ends, however it ends.
-struct InFlight(Arc<AtomicUsize>);
+/// One call (or connection) counted in its thread's `in_flight` (or `connections`) until it
+/// ends, however it ends.
+pub struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {
     fn enter(count: &Arc<AtomicUsize>) -> Self {
@@ -78,11 +107,13 @@ impl Guests {
         store: &Backend,
     ) -> anyhow::Result<Self> {
         let threads = threads.max(1);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let mut started = Vec::with_capacity(threads);
-        for _ in 0..threads {
-            started.push(GuestThread::start(low_priority, store).await?);
+        for index in 0..threads {
+            started.push(GuestThread::start((id, index), low_priority, store).await?);
         }
         Ok(Guests {
+            id,
             threads: started,
             next: AtomicUsize::new(0),
             max_per_function: (max_per_function < max_instances).then_some(max_per_function.max(1)),
@@ -90,14 +121,26 @@ impl Guests {
         })
     }
 
-    /// Runs the future `call` makes on the guest thread with the fewest calls in flight, and
-    /// waits for its result. `call` gets that thread's connection to the store.
+    /// Runs the future `call` makes on a guest thread, and waits for its result: on the calling
+    /// guest thread unless that one holds CPU-bound calls and another is less loaded, else on
+    /// the least loaded. `call` gets that thread's connection to the store.
     pub async fn run<T, F>(&self, call: impl FnOnce(Backend) -> F) -> Result<T, JoinError>
     where
         T: Send + 'static,
         F: Future<Output = T> + Send + 'static,
     {
-        let thread = self.least_loaded();
+        let thread = match self.this_thread() {
+            Some(here) if here.cpu_bound() == 0 => here,
+            Some(here) => {
+                let least = self.least_loaded();
+                if here.load() <= least.load() {
+                    here
+                } else {
+                    least
+                }
+            }
+            None => self.least_loaded(),
+        };
         // Moves into the task: the call counts until it ends, even if its client goes away.
         let in_flight = InFlight::enter(&thread.in_flight);
         let call = call(thread.kv.clone());
@@ -111,12 +154,37 @@ impl Guests {
             .await
     }
 
+    /// The guest thread the caller runs on, if it is one of these.
+    fn this_thread(&self) -> Option<&GuestThread> {
+        match GUEST_THREAD.get() {
+            Some((id, index)) if id == self.id => self.threads.get(index),
+            _ => None,
+        }
+    }
+
+    /// Where to serve a new HTTP connection: the guest thread with the fewest open, and the
+    /// count the connection holds while it is open.
+    pub fn connection_home(&self) -> (Handle, InFlight) {
+        let count = self.threads.len();
+        let first = self.next.fetch_add(1, Ordering::Relaxed) % count;
+        let thread = (0..count)
+            .map(|i| &self.threads[(first + i) % count])
+            .min_by_key(|thread| {
+                (
+                    thread.cpu_bound(),
+                    thread.connections.load(Ordering::Relaxed),
+                )
+            })
+            .unwrap_or(&self.threads[first]);
+        (thread.runtime.clone(), InFlight::enter(&thread.connections))
+    }
+
     fn least_loaded(&self) -> &GuestThread {
         let count = self.threads.len();
         let first = self.next.fetch_add(1, Ordering::Relaxed) % count;
         (0..count)
             .map(|i| &self.threads[(first + i) % count])
-            .min_by_key(|thread| thread.in_flight.load(Ordering::Relaxed))
+            .min_by_key(|thread| thread.load())
             .unwrap_or(&self.threads[first])
     }
 
@@ -155,8 +223,21 @@ fn lower_priority() {
 }
 
 impl GuestThread {
+    /// CPU-bound calls first, then calls in flight.
+    fn load(&self) -> (usize, usize) {
+        (self.cpu_bound(), self.in_flight.load(Ordering::Relaxed))
+    }
+
+    fn cpu_bound(&self) -> usize {
+        self.cpu_bound.load(Ordering::Relaxed)
+    }
+
     /// Starts the thread and opens its connection to `store` on it.
-    async fn start(low_priority: bool, store: &Backend) -> anyhow::Result<Self> {
+    async fn start(
+        place: (usize, usize),
+        low_priority: bool,
+        store: &Backend,
+    ) -> anyhow::Result<Self> {
         let mut builder = tokio::runtime::Builder::new_current_thread();
         // The name is for its blocking-pool threads (the guest thread is named below): their
         // CPU is the guests' too, for `top -H` and scripts/bench-cpu.
@@ -168,9 +249,13 @@ impl GuestThread {
         let runtime = builder.build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
+        let cpu_bound = Arc::new(AtomicUsize::new(0));
+        let cpu_bound_here = cpu_bound.clone();
         std::thread::Builder::new()
             .name("goldfish-guest".into())
             .spawn(move || {
+                GUEST_THREAD.set(Some(place));
+                CPU_BOUND.set(Some(cpu_bound_here));
                 if low_priority {
                     lower_priority();
                 }
@@ -185,6 +270,8 @@ impl GuestThread {
         Ok(GuestThread {
             runtime: handle,
             in_flight: Arc::default(),
+            connections: Arc::default(),
+            cpu_bound,
             kv,
             _stop: stop,
         })
@@ -244,6 +331,46 @@ mod tests {
             seen.insert(guests.run(|_| async { here() }).await.expect("call"));
         }
         assert_eq!(seen.len(), 2, "idle threads take calls in turn");
+    }
+
+    #[tokio::test]
+    async fn a_guest_thread_keeps_its_calls_unless_it_holds_a_cpu_bound_one() {
+        let guests = Arc::new(guests(2).await);
+        let nested = guests.clone();
+        // A call made on a guest thread (as a connection served there makes it) stays there,
+        // though the other thread is idle; once a CPU-bound call holds the thread, calls go to
+        // the other one; when it ends, they stay again.
+        let (stays, moves, stays_after) = guests
+            .run(|_| async move {
+                let home = here();
+                let stays = nested.run(|_| async { here() }).await.expect("call") == home;
+                let bound = mark_cpu_bound().expect("on a guest thread");
+                let moves = nested.run(|_| async { here() }).await.expect("call") != home;
+                drop(bound);
+                let stays_after = nested.run(|_| async { here() }).await.expect("call") == home;
+                (stays, moves, stays_after)
+            })
+            .await
+            .expect("call");
+        assert!(stays, "a call left its idle guest thread");
+        assert!(moves, "a call stayed beside a CPU-bound one");
+        assert!(
+            stays_after,
+            "a call left its guest thread once the CPU-bound one ended"
+        );
+        assert!(mark_cpu_bound().is_none(), "not a guest thread");
+    }
+
+    #[tokio::test]
+    async fn connections_go_to_the_thread_with_the_fewest_open() {
+        let guests = guests(2).await;
+        let (_, first) = guests.connection_home();
+        let (_, second) = guests.connection_home();
+        let open = |i: usize| guests.threads[i].connections.load(Ordering::Relaxed);
+        assert_eq!((open(0), open(1)), (1, 1));
+        drop(first);
+        drop(second);
+        assert_eq!((open(0), open(1)), (0, 0));
     }
 
     #[tokio::test]

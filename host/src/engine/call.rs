@@ -73,13 +73,24 @@ impl Runtime {
             .cpu_budget
             .map(|budget| (budget.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64);
         store.epoch_deadline_callback(move |mut store| {
-            let limits = &mut store.data_mut().limits;
+            let state = store.data_mut();
+            if state.cpu_bound.is_none() {
+                state.cpu_bound = crate::guests::mark_cpu_bound();
+            }
+            let limits = &mut state.limits;
             limits.cpu_ticks += 1;
             if tick_budget.is_some_and(|budget| limits.cpu_ticks > budget) {
                 limits.cpu_exceeded = true;
                 return Err(wasmtime::Error::msg("CPU budget exceeded"));
             }
-            Ok(UpdateDeadline::Yield(1))
+            // `yield_now` rather than a plain `Yield`: tokio runs a task that wakes itself again
+            // before it polls for I/O (only every 61st task on a busy thread), so guests
+            // spinning on the thread that serves connections held their requests (and
+            // `/healthz`) ~300 ms; `yield_now` waits until the thread has polled for I/O.
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
         });
 
         // Lives outside the call future so that, whatever ends the call (answer, trap, timeout),

@@ -34,6 +34,9 @@ pub struct HostState {
     pub(crate) table: ResourceTable,
     pub(crate) limits: MemoryLimits,
     pub(crate) kv: KvSession,
+    /// Set at the first epoch tick that finds the guest running wasm: its guest thread then
+    /// counts it as CPU-bound, and sends light calls elsewhere, until this store drops.
+    pub(crate) cpu_bound: Option<crate::guests::InFlight>,
 }
 
 impl HostState {
@@ -61,6 +64,7 @@ impl HostState {
                 cpu_exceeded: false,
             },
             kv,
+            cpu_bound: None,
         }
     }
 }

@@ -72,18 +72,22 @@ pub async fn run(
         stop_tx.send(true).ok();
     });
     let limits = state.settings.connections.clone();
-    let serve = |listener: TcpListener, router: Router| {
-        connections::serve(listener, router, limits.clone(), stop_signal())
+    let homes = state
+        .settings
+        .http_on_guest_threads
+        .then(|| state.guests.clone());
+    let serve = |listener: TcpListener, router: Router, homes| {
+        connections::serve(listener, router, limits.clone(), homes, stop_signal())
     };
     let server = async {
         match admin_listener {
             Some(admin_listener) => {
                 tokio::join!(
-                    serve(listener, public_app(state.clone())),
-                    serve(admin_listener, admin_app(state))
+                    serve(listener, public_app(state.clone()), homes),
+                    serve(admin_listener, admin_app(state), None)
                 );
             }
-            None => serve(listener, app(state)).await,
+            None => serve(listener, app(state), homes).await,
         }
     };
     let mut stopped = stopped;

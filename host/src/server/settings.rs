@@ -36,6 +36,9 @@ pub struct Settings {
     pub guest_threads: usize,
     /// Run guest threads at the lowest scheduling priority.
     pub low_priority_guests: bool,
+    /// Serve the public listener's connections on the guest threads (see [`crate::guests`]);
+    /// when false they are served on the threads of the runtime `run` is called on.
+    pub http_on_guest_threads: bool,
     /// Longest a request body may take to arrive (408 beyond): a slow client cannot hold a
     /// connection, a buffer and an in-flight place for long.
     pub body_timeout: Duration,
@@ -71,6 +74,7 @@ impl std::fmt::Debug for Settings {
             )
             .field("guest_threads", &self.guest_threads)
             .field("low_priority_guests", &self.low_priority_guests)
+            .field("http_on_guest_threads", &self.http_on_guest_threads)
             .field("limits", &self.limits)
             .field("kv_budget", &self.kv_budget)
             .field("compile", &self.compile)
@@ -120,6 +124,7 @@ impl Default for Settings {
             max_concurrency_per_function: DEFAULT_MAX_INSTANCES as usize / 2,
             guest_threads: default_guest_threads(),
             low_priority_guests: false,
+            http_on_guest_threads: true,
             limits: RequestLimits {
                 max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
                 timeout: DEFAULT_TIMEOUT,
