@@ -5,7 +5,8 @@
 //! - [`server`]: the router, shared state, limits, `run` with graceful shutdown, `/healthz`, `/readyz`
 //!   (a file each: `router`, `state`, `settings`, `body` for bounded body reads).
 //! - [`connections`]: each listener's accept loop: header-read deadline, cap on open
-//!   connections, the client's address for handlers, draining on shutdown.
+//!   connections, the client's address for handlers, draining on shutdown; each public
+//!   connection handed to a guest thread.
 //! - [`admin`]: `PUT/GET/DELETE /v1/functions/{name}`, `GET /v1/functions` and recent
 //!   failures; versions and rollback; bearer-token auth (a file each); [`auth_failures`]: failed
 //!   logins limited per client address.
@@ -34,8 +35,9 @@
 //! - [`stress`]: `goldfish stress`: load generator that checks one-instance-per-request through
 //!   `/metrics` and the recycle probe; flags, checked plan, load, sampling, text, JSON and SVG
 //!   reports in a file each.
-//! - [`guests`]: the guest threads (apart from the HTTP front), each call given to the least
-//!   loaded, and per-function concurrency caps.
+//! - [`guests`]: the guest threads, which also serve the public connections (a request's guest
+//!   runs where its connection is, unless that thread is busy with CPU-bound guests), and
+//!   per-function concurrency caps.
 //! - [`cli`]: `goldfish deploy`, `ls`, `show`, `invoke`, `rm`, `versions`, `rollback`, `errors`:
 //!   client commands over the admin and invoke APIs, tables for people, `--json` for scripts.
 //! - [`guest_log`]: bounded capture of guest stdout/stderr into the host log.
