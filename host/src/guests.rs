@@ -7,11 +7,12 @@
 //! open connections, and its requests' guests run on that same thread: no request crosses
 //! threads from its first byte to its answer, and a kv reply wakes its guest where its stack,
 //! store and memory are still in cache. Against the front on threads of its own handing every
-//! call over (`--separate-http-threads`), this costs about a quarter less CPU per request
-//! (`scripts/bench-ab`: hello 0.79x, kv increment 0.71x, cart add 0.82x). A thread holding a
-//! CPU-bound call (one an epoch tick found running wasm, see [`mark_cpu_bound`]) sends calls to
-//! a less loaded thread instead, so light functions keep answering beside spinning ones. Calls
-//! made off the guest threads (with `--separate-http-threads`) go to the least loaded thread.
+//! call over (`--separate-http-threads`), this costs less CPU per request (`scripts/bench-ab`,
+//! LTO build: hello 0.92x, kv increment 0.77x, cart add 0.91x; README, Performance). A thread
+//! holding a CPU-bound call (one an epoch tick found running wasm, see [`mark_cpu_bound`])
+//! sends calls to a less loaded thread instead, so light functions keep answering beside
+//! spinning ones. Calls made off the guest threads (with `--separate-http-threads`) go to the
+//! least loaded thread.
 //! Within a thread, every guest yields at each epoch tick ([`crate::engine::EPOCH_TICK`]), so
 //! guests and the connections served there share it round-robin rather than one holding it for
 //! its whole deadline.

@@ -142,7 +142,7 @@ struct ServeArgs {
     low_priority_guests: bool,
     /// Serve HTTP on threads of its own, apart from the guest threads (implied by
     /// --low-priority-guests): a host saturated by CPU-bound guests then answers /healthz and
-    /// the admin API sooner, at about a quarter more CPU per request.
+    /// the admin API sooner, at up to a third more CPU per request.
     #[arg(long, env = "GOLDFISH_SEPARATE_HTTP_THREADS")]
     separate_http_threads: bool,
     /// Linear memory limit of one instance, in MiB.
