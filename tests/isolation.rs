@@ -87,14 +87,15 @@ async fn health_and_a_light_function_stay_quick_beside_cpu_bound_guests() {
         waits.light_worst
     );
     // Connections are served on the guest threads: each request waits for one round of the
-    // spinners there (4 x 5 ms). A thread that polled for I/O only every 61st guest slice (as
-    // tokio does while tasks stay runnable) held them about 300 ms.
+    // spinners there (4 x 5 ms; 12-16 ms quiet, 30-77 ms while cargo built on both cores). A
+    // thread that polled for I/O only every 61st guest slice (as tokio does while tasks stay
+    // runnable) held them at least 61 x 5 ms (317 ms measured).
     for (what, p99) in [
         ("/healthz", waits.health_p99),
         ("a light call", waits.light_p99),
     ] {
         assert!(
-            p99 < Duration::from_millis(150),
+            p99 < Duration::from_millis(250),
             "{what} waited {p99:?} (p99) beside CPU-bound guests"
         );
     }
