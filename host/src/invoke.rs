@@ -188,8 +188,9 @@ async fn call(
     let runtime = state.runtime.clone();
     let metrics = state.metrics.clone();
     let function = name.to_owned();
-    // The guest runs on a guest thread, never on the threads that serve HTTP, health and
-    // admin requests, and reaches the store through that thread's connection. The slots travel
+    // The guest runs on a guest thread (the one serving this connection, unless that one is
+    // busy with CPU-bound guests; see `Guests::run`), as a task of its own, and reaches the
+    // store through that thread's connection. The slots travel
     // with it, so they are held exactly as long as it runs, even if the client goes away. Boxed
     // here, once: the spawn then moves a pointer, and this request's own future does not carry
     // the guest's (several KiB) inside it.

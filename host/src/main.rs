@@ -133,7 +133,8 @@ struct ServeArgs {
     /// Default: half of --max-instances.
     #[arg(long, env = "GOLDFISH_MAX_CONCURRENCY_PER_FUNCTION")]
     max_concurrency_per_function: Option<usize>,
-    /// Worker threads that run guests, apart from the threads serving HTTP. Default: one per core.
+    /// Threads that run guests and serve the public listener's connections (see
+    /// --separate-http-threads). Default: one per core.
     #[arg(long, env = "GOLDFISH_GUEST_THREADS")]
     guest_threads: Option<usize>,
     /// Run guest threads at the lowest CPU priority (SCHED_BATCH, nice 19): health checks and
