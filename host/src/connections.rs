@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,11 +18,8 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use std::net::SocketAddr;
-
-use hyper_util::server::graceful::Watcher;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
@@ -63,7 +61,9 @@ impl Default for ConnectionLimits {
 
 /// Serves `router` on `listener` until `shutdown` resolves; then accepts nothing more, lets each
 /// connection finish the request it is serving (idle ones close at once), and returns when all
-/// have closed. The caller bounds that wait.
+/// have closed. The caller bounds that wait. With `homes`, each connection is served on one of
+/// those guest threads ([`Guests::connection_home`]), where its requests' guests then run too;
+/// without, on the runtime this runs on.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
