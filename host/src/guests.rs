@@ -42,8 +42,8 @@ thread_local! {
 
 /// Counts the call running on this guest thread as CPU-bound until the returned mark drops
 /// (with its store): it was found running wasm at an epoch tick. `None` off a guest thread.
-pub fn mark_cpu_bound() -> Option<InFlight> {
-    CPU_BOUND.with_borrow(|count| count.as_ref().map(InFlight::enter))
+pub fn mark_cpu_bound() -> Option<Counted> {
+    CPU_BOUND.with_borrow(|count| count.as_ref().map(Counted::enter))
 }
 
 /// Tells one [`Guests`] from another (a test process may hold several), for [`GUEST_THREAD`].
@@ -78,18 +78,18 @@ struct GuestThread {
     _stop: oneshot::Sender<()>,
 }
 
-/// One call (or connection) counted in its thread's `in_flight` (or `connections`) until it
-/// ends, however it ends.
-pub struct InFlight(Arc<AtomicUsize>);
+/// One call, connection or CPU-bound mark counted in its thread's `in_flight`, `connections`
+/// or `cpu_bound` until it ends, however it ends.
+pub struct Counted(Arc<AtomicUsize>);
 
-impl InFlight {
+impl Counted {
     fn enter(count: &Arc<AtomicUsize>) -> Self {
         count.fetch_add(1, Ordering::Relaxed);
-        InFlight(count.clone())
+        Counted(count.clone())
     }
 }
 
-impl Drop for InFlight {
+impl Drop for Counted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -143,7 +143,7 @@ impl Guests {
             None => self.least_loaded(),
         };
         // Moves into the task: the call counts until it ends, even if its client goes away.
-        let in_flight = InFlight::enter(&thread.in_flight);
+        let in_flight = Counted::enter(&thread.in_flight);
         let call = call(thread.kv.clone());
         thread
             .runtime
@@ -165,27 +165,27 @@ impl Guests {
 
     /// Where to serve a new HTTP connection: the guest thread with the fewest open, and the
     /// count the connection holds while it is open.
-    pub fn connection_home(&self) -> (Handle, InFlight) {
-        let count = self.threads.len();
-        let first = self.next.fetch_add(1, Ordering::Relaxed) % count;
-        let thread = (0..count)
-            .map(|i| &self.threads[(first + i) % count])
-            .min_by_key(|thread| {
-                (
-                    thread.cpu_bound(),
-                    thread.connections.load(Ordering::Relaxed),
-                )
-            })
-            .unwrap_or(&self.threads[first]);
-        (thread.runtime.clone(), InFlight::enter(&thread.connections))
+    pub fn connection_home(&self) -> (Handle, Counted) {
+        let thread = self.least_by(|thread| {
+            (
+                thread.cpu_bound(),
+                thread.connections.load(Ordering::Relaxed),
+            )
+        });
+        (thread.runtime.clone(), Counted::enter(&thread.connections))
     }
 
     fn least_loaded(&self) -> &GuestThread {
+        self.least_by(GuestThread::load)
+    }
+
+    /// The thread with the least `key`; ties go to each thread in turn.
+    fn least_by<K: Ord>(&self, key: impl Fn(&GuestThread) -> K) -> &GuestThread {
         let count = self.threads.len();
         let first = self.next.fetch_add(1, Ordering::Relaxed) % count;
         (0..count)
             .map(|i| &self.threads[(first + i) % count])
-            .min_by_key(|thread| thread.load())
+            .min_by_key(|thread| key(thread))
             .unwrap_or(&self.threads[first])
     }
 

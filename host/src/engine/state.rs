@@ -36,7 +36,7 @@ pub struct HostState {
     pub(crate) kv: KvSession,
     /// Set at the first epoch tick that finds the guest running wasm: its guest thread then
     /// counts it as CPU-bound, and sends light calls elsewhere, until this store drops.
-    pub(crate) cpu_bound: Option<crate::guests::InFlight>,
+    pub(crate) cpu_bound: Option<crate::guests::Counted>,
 }
 
 impl HostState {
