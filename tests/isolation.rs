@@ -87,16 +87,17 @@ async fn health_and_a_light_function_stay_quick_beside_cpu_bound_guests() {
         waits.light_worst
     );
     // Connections are served on the guest threads: each request waits for one round of the
-    // spinners there (4 x 5 ms; 12-16 ms quiet, 30-77 ms while cargo built on both cores). A
-    // thread that polled for I/O only every 61st guest slice (as tokio does while tasks stay
-    // runnable) held them at least 61 x 5 ms (317 ms measured).
-    for (what, p99) in [
-        ("/healthz", waits.health_p99),
-        ("a light call", waits.light_p99),
+    // spinners there (4 x 5 ms; p99 12-16 ms quiet, 30-180 ms while cargo built on both cores).
+    // A thread that polled for I/O only every 61st guest slice (as tokio does while tasks stay
+    // runnable) held every request at least 61 x 5 ms (317 ms measured), so the median tells
+    // the two apart where a loaded machine's tail would not.
+    for (what, median) in [
+        ("/healthz", waits.health_median),
+        ("a light call", waits.light_median),
     ] {
         assert!(
-            p99 < Duration::from_millis(250),
-            "{what} waited {p99:?} (p99) beside CPU-bound guests"
+            median < Duration::from_millis(150),
+            "{what} waited {median:?} (median) beside CPU-bound guests"
         );
     }
 }
@@ -120,8 +121,8 @@ async fn with_low_priority_guests_health_stays_quick_beside_cpu_bound_guests() {
 
 /// How long `/healthz` and a light function waited beside CPU-bound guests.
 struct Waits {
-    health_p99: Duration,
-    light_p99: Duration,
+    health_median: Duration,
+    light_median: Duration,
     light_worst: Duration,
 }
 
@@ -153,18 +154,20 @@ async fn beside_cpu_bound_guests(extra: &[&str]) -> Waits {
         let status = spinner.await.expect("task").expect("response").status();
         assert_eq!(status, 504);
     }
-    let p99 = |samples: &mut Vec<Duration>| {
+    let quantile = |samples: &mut Vec<Duration>, q: usize| {
         samples.sort();
-        samples[(samples.len() * 99 / 100).min(samples.len() - 1)]
+        samples[(samples.len() * q / 100).min(samples.len() - 1)]
     };
     let (health_worst, light_worst) = (
         *health.iter().max().expect("samples"),
         *light.iter().max().expect("samples"),
     );
-    let (health_p99, light_p99) = (p99(&mut health), p99(&mut light));
+    let (health_median, light_median) = (quantile(&mut health, 50), quantile(&mut light, 50));
+    let (health_p99, light_p99) = (quantile(&mut health, 99), quantile(&mut light, 99));
     println!(
-        "{extra:?} beside 8 CPU-bound guests: /healthz p99 {health_p99:?}, worst {health_worst:?} ({} samples); \
-         light function p99 {light_p99:?}, worst {light_worst:?}",
+        "{extra:?} beside 8 CPU-bound guests: /healthz median {health_median:?}, p99 {health_p99:?}, \
+         worst {health_worst:?} ({} samples); light function median {light_median:?}, p99 \
+         {light_p99:?}, worst {light_worst:?}",
         health.len()
     );
     // Not a speed target: a starved front would take the spinners' whole deadline.
@@ -173,8 +176,8 @@ async fn beside_cpu_bound_guests(extra: &[&str]) -> Waits {
         "/healthz waited {health_worst:?}"
     );
     Waits {
-        health_p99,
-        light_p99,
+        health_median,
+        light_median,
         light_worst,
     }
 }
