@@ -89,7 +89,7 @@ fn respond(request: &Request) -> Result<Reply, ApiError> {
     };
     let reply = match route {
         CartRoute::Show => show(&session, is_new),
-        CartRoute::Add => add(&session, request),
+        CartRoute::Add => add(&session, is_new, request),
         CartRoute::Remove(id) => remove(&session, id, request),
     };
     // Even a refused request keeps the session it was given, so the client's next try uses it.
@@ -111,13 +111,20 @@ fn show(session: &str, is_new: bool) -> Result<Reply, ApiError> {
     Ok(Reply::json(200, &cart.view()))
 }
 
-/// `POST /items`: validates the line and the key before touching storage, then adds it.
-fn add(session: &str, request: &Request) -> Result<Reply, ApiError> {
+/// `POST /items`: validates the line and the key before touching storage, then adds it. A new
+/// shopper's cart is not read first: nobody has written under an id made up just now.
+fn add(session: &str, is_new: bool, request: &Request) -> Result<Reply, ApiError> {
     let key = http::idempotency_key(&request.headers)?;
     let change = Change::Add(NewLine::parse(&request.body)?);
+    let known = if is_new {
+        store::Session::New
+    } else {
+        store::Session::Known
+    };
     let (cart, changed) = store::change(
         &HostKv,
         session,
+        known,
         &retry::jittered_pause,
         &change,
         key.as_deref(),
@@ -136,6 +143,7 @@ fn remove(session: &str, id: &str, request: &Request) -> Result<Reply, ApiError>
     let (cart, changed) = store::change(
         &HostKv,
         session,
+        store::Session::Known,
         &retry::jittered_pause,
         &Change::Remove(id),
         key.as_deref(),

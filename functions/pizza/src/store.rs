@@ -114,20 +114,36 @@ pub fn update<T>(
     pause: &dyn Fn(u32),
     mut change: impl FnMut(&mut Cart) -> Result<T, ApiError>,
 ) -> Result<(Cart, T), ApiError> {
-    modify(kv, session, pause, |cart| change(cart).map(Write::Store))
+    modify(kv, session, Session::Known, pause, |cart| {
+        change(cart).map(Write::Store)
+    })
+}
+
+/// What the caller knows of a session's cart before reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Session {
+    /// A session a client sent: its cart may be anything, so every attempt reads it first.
+    Known,
+    /// An id made up for this request, under which nobody can have written yet: the first
+    /// attempt takes the cart as empty without reading it (saving a kv round trip on a new
+    /// shopper's first add). Its compare-and-swap still expects no cart, so were the id ever
+    /// taken after all, the swap would fail and the next attempt read the cart as usual.
+    New,
 }
 
 /// Makes a client's `change` to the cart of `session`, at most once per idempotency `key`: see
-/// [`Cart::apply`]. A replay writes nothing and returns the cart as it is now, which may have
+/// [`Cart::apply`]. `known` says whether the session is one the client sent or one made up just
+/// now ([`Session::New`], whose first attempt skips the read). A replay writes nothing and returns the cart as it is now, which may have
 /// moved on since the change was made (the line since removed or checked out).
 pub fn change(
     kv: &dyn Kv,
     session: &str,
+    known: Session,
     pause: &dyn Fn(u32),
     change: &Change,
     key: Option<&str>,
 ) -> Result<(Cart, Changed), ApiError> {
-    modify(kv, session, pause, |cart| {
+    modify(kv, session, known, pause, |cart| {
         Ok(match cart.apply(change, key)? {
             changed @ Changed::Applied(_) => Write::Store(changed),
             changed @ Changed::Replayed(_) => Write::Keep(changed),
@@ -147,12 +163,21 @@ enum Write<T> {
 fn modify<T>(
     kv: &dyn Kv,
     session: &str,
+    known: Session,
     pause: &dyn Fn(u32),
     mut change: impl FnMut(&mut Cart) -> Result<Write<T>, ApiError>,
 ) -> Result<(Cart, T), ApiError> {
     let key = cart_key(session);
+    let mut unread = known == Session::New;
     retry::bounded(pause, || {
-        let Snapshot { bytes, mut cart } = read_cart(kv, session)?;
+        let Snapshot { bytes, mut cart } = if std::mem::take(&mut unread) {
+            Snapshot {
+                bytes: None,
+                cart: Cart::default(),
+            }
+        } else {
+            read_cart(kv, session)?
+        };
         if cart.pending.is_some() {
             checkout::complete(kv, session, &Snapshot { bytes, cart })?;
             return Ok(Attempt::Again);

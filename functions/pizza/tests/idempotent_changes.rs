@@ -6,7 +6,7 @@ mod support;
 
 use pizza::cart::{Change, Changed};
 use pizza::checkout::{self, Checkout, CheckoutRequest};
-use pizza::store::{self, CART_TTL_SECONDS};
+use pizza::store::{self, CART_TTL_SECONDS, Session};
 use pizza::{ApiError, Kv};
 use support::{Crash, Crashing, MemoryKv, Scheduler, new_line, no_pause};
 
@@ -17,7 +17,8 @@ fn add_pepperoni() -> Change {
 }
 
 fn change(kv: &dyn Kv, change: &Change, key: &str) -> Result<Changed, ApiError> {
-    store::change(kv, SESSION, &no_pause, change, Some(key)).map(|(_, changed)| changed)
+    store::change(kv, SESSION, Session::Known, &no_pause, change, Some(key))
+        .map(|(_, changed)| changed)
 }
 
 fn line_ids(kv: &MemoryKv) -> Vec<u64> {
@@ -42,8 +43,15 @@ fn a_replay_writes_nothing() {
     let kv = MemoryKv::default();
     change(&kv, &add_pepperoni(), "a1").unwrap();
     let before = kv.entry(&store::cart_key(SESSION));
-    let (cart, changed) =
-        store::change(&kv, SESSION, &no_pause, &add_pepperoni(), Some("a1")).unwrap();
+    let (cart, changed) = store::change(
+        &kv,
+        SESSION,
+        Session::Known,
+        &no_pause,
+        &add_pepperoni(),
+        Some("a1"),
+    )
+    .unwrap();
     assert_eq!(changed, Changed::Replayed(1));
     assert_eq!(kv.entry(&store::cart_key(SESSION)), before);
     assert_eq!(
