@@ -20,6 +20,11 @@ use goldfish::kv::KvSession;
 use goldfish::metrics::Metrics;
 use goldfish::worlds::GuestRequest;
 
+/// The allocator the `goldfish` binary runs with (host/src/main.rs), so the cycle measured here
+/// allocates as a serving host does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Calls per configuration and guest; enough for a stable p50 in a couple of seconds.
 const CALLS: usize = 20_000;
 /// Calls before measuring, so one-time costs (first slot use, lazy init) are not counted.
