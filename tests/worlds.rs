@@ -441,3 +441,71 @@ async fn a_wasi_http_guest_sees_the_path_below_its_route_the_query_and_the_clien
         })
     );
 }
+
+#[tokio::test]
+async fn a_wasi_http_body_streams_whole_and_one_past_the_functions_limit_is_refused() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    // The response body may be as large as the function's memory limit, 4 MiB here.
+    let url = format!("{}/v1/functions/body?memory_mib=4", host.url);
+    let (status, entry) = support::json(host.deploy_to(&url, guest("http-body")).await).await;
+    assert_eq!(status, 201, "{entry}");
+
+    // 3 MiB in 768 writes of 4 KiB arrives whole.
+    let three_mib = 3 << 20;
+    let response = client()
+        .get(host.fn_url(&format!("body/?bytes={three_mib}")))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), 200);
+    let body = response.bytes().await.expect("body");
+    assert_eq!(body.len(), three_mib);
+    assert!(body.iter().all(|&b| b == b'x'));
+
+    // One byte past the limit: a 502 for the caller, the reason for the operator.
+    let response = client()
+        .get(host.fn_url(&format!("body/?bytes={}", (4 << 20) + 1)))
+        .send()
+        .await
+        .expect("GET");
+    let (status, answer) = support::json(response).await;
+    assert_eq!(status, 502, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("invalid HTTP")),
+        "{answer}"
+    );
+    let mut detail = String::new();
+    for _ in 0..50 {
+        let (status, list) = support::json(
+            client()
+                .get(format!("{}/v1/functions/body/errors", host.url))
+                .bearer_auth(support::TOKEN)
+                .send()
+                .await
+                .expect("GET"),
+        )
+        .await;
+        assert_eq!(status, 200, "{list}");
+        if let Some(d) = list["errors"][0]["detail"].as_str() {
+            detail = d.to_owned();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        detail.contains("larger than its limit of 4194304 bytes"),
+        "{detail:?}"
+    );
+
+    // The host goes on serving, the same function included.
+    let response = client()
+        .get(host.fn_url("body/?bytes=5"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.expect("body"), "xxxxx");
+}

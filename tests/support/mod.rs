@@ -42,7 +42,7 @@ pub fn guest(name: &str) -> Vec<u8> {
                 "-p",
                 "keyvalue-ops",
             ])
-            .args(["-p", "denied", "-p", "spin-kv"])
+            .args(["-p", "denied", "-p", "spin-kv", "-p", "http-body"])
             .arg("--target-dir")
             .arg(&target_dir)
             // The outer cargo's flags are for the host target, not wasm.
