@@ -4,6 +4,7 @@
 #![allow(dead_code)] // Each test file uses a different part of this module.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use pizza::cart::{Cart, NewLine};
@@ -25,10 +26,11 @@ pub struct Entry {
     pub ttl_seconds: Option<u32>,
 }
 
-/// A [`Kv`] in a `HashMap`; expiry is recorded, never applied.
+/// A [`Kv`] in a `HashMap`; expiry is recorded, never applied. Counts the reads made of it.
 #[derive(Debug, Default)]
 pub struct MemoryKv {
     entries: Mutex<HashMap<String, Entry>>,
+    reads: AtomicU32,
 }
 
 impl MemoryKv {
@@ -38,6 +40,11 @@ impl MemoryKv {
         self.entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How many `get`s it has answered.
+    pub fn reads(&self) -> u32 {
+        self.reads.load(Ordering::Relaxed)
     }
 
     pub fn entry(&self, key: &str) -> Option<Entry> {
@@ -65,6 +72,7 @@ impl MemoryKv {
 
 impl Kv for MemoryKv {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         Ok(self.entries().get(key).map(|entry| entry.value.clone()))
     }
 
