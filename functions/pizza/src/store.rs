@@ -9,8 +9,9 @@
 //! (The idempotency keys of cart adds and removes live inside the cart record itself, see
 //! [`crate::cart`], because the change and its key must be written by one compare-and-swap.)
 //!
-//! Every change to a cart is a compare-and-swap against the exact bytes read, retried a bounded
-//! number of times, so concurrent requests on any host never lose each other's lines. Every read
+//! Every change to a cart is a compare-and-swap against the exact bytes read (or against no cart
+//! at all, unread, for a session made up just now: [`Session::New`]), retried a bounded number of
+//! times, so concurrent requests on any host never lose each other's lines. Every read
 //! first completes a pending checkout (see [`crate::checkout`]), so no caller ever acts on a cart
 //! whose order is committed but not yet written out.
 
