@@ -469,6 +469,7 @@ async fn a_wasi_http_body_streams_whole_and_one_past_the_functions_limit_is_refu
         .send()
         .await
         .expect("GET");
+    let id = support::request_id(&response);
     let (status, answer) = support::json(response).await;
     assert_eq!(status, 502, "{answer}");
     assert!(
@@ -477,27 +478,12 @@ async fn a_wasi_http_body_streams_whole_and_one_past_the_functions_limit_is_refu
             .is_some_and(|e| e.contains("invalid HTTP")),
         "{answer}"
     );
-    let mut detail = String::new();
-    for _ in 0..50 {
-        let (status, list) = support::json(
-            client()
-                .get(format!("{}/v1/functions/body/errors", host.url))
-                .bearer_auth(support::TOKEN)
-                .send()
-                .await
-                .expect("GET"),
-        )
-        .await;
-        assert_eq!(status, 200, "{list}");
-        if let Some(d) = list["errors"][0]["detail"].as_str() {
-            detail = d.to_owned();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let record = support::recorded_failure(&host, "body", &id).await;
     assert!(
-        detail.contains("larger than its limit of 4194304 bytes"),
-        "{detail:?}"
+        record["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("larger than its limit of 4194304 bytes")),
+        "{record}"
     );
 
     // The host goes on serving, the same function included.

@@ -23,7 +23,8 @@
 
 use pizza::cart::{Change, Changed, NewLine};
 use pizza::http::{self, Reply};
-use pizza::{ApiError, ids, menu, retry, store};
+use pizza::store::{self, Session};
+use pizza::{ApiError, ids, menu, retry};
 
 /// The bindings generated from `wit/function.wit`.
 mod bindings {
@@ -83,18 +84,18 @@ fn respond(request: &Request) -> Result<Reply, ApiError> {
     };
     http::require_method(&request.method, allowed)?;
 
-    let (session, is_new) = match http::session_from_cookies(&request.headers) {
-        Some(session) => (session, false),
-        None => (ids::random_id()?, true),
+    let (session, known) = match http::session_from_cookies(&request.headers) {
+        Some(session) => (session, Session::Known),
+        None => (ids::random_id()?, Session::New),
     };
     let reply = match route {
-        CartRoute::Show => show(&session, is_new),
-        CartRoute::Add => add(&session, is_new, request),
+        CartRoute::Show => show(&session, known),
+        CartRoute::Add => add(&session, known, request),
         CartRoute::Remove(id) => remove(&session, id, request),
     };
     // Even a refused request keeps the session it was given, so the client's next try uses it.
     let reply = reply.unwrap_or_else(ApiError::into_reply);
-    Ok(if is_new {
+    Ok(if known == Session::New {
         reply.with_header("set-cookie", &http::session_cookie(&session))
     } else {
         reply
@@ -102,8 +103,8 @@ fn respond(request: &Request) -> Result<Reply, ApiError> {
 }
 
 /// `GET /`: the cart, with any pending checkout completed first.
-fn show(session: &str, is_new: bool) -> Result<Reply, ApiError> {
-    if is_new {
+fn show(session: &str, known: Session) -> Result<Reply, ApiError> {
+    if known == Session::New {
         // Nobody has written under an id made up just now: skip the read.
         return Ok(Reply::json(200, &pizza::cart::Cart::default().view()));
     }
@@ -113,14 +114,9 @@ fn show(session: &str, is_new: bool) -> Result<Reply, ApiError> {
 
 /// `POST /items`: validates the line and the key before touching storage, then adds it. A new
 /// shopper's cart is not read first: nobody has written under an id made up just now.
-fn add(session: &str, is_new: bool, request: &Request) -> Result<Reply, ApiError> {
+fn add(session: &str, known: Session, request: &Request) -> Result<Reply, ApiError> {
     let key = http::idempotency_key(&request.headers)?;
     let change = Change::Add(NewLine::parse(&request.body)?);
-    let known = if is_new {
-        store::Session::New
-    } else {
-        store::Session::Known
-    };
     let (cart, changed) = store::change(
         &HostKv,
         session,
@@ -143,7 +139,7 @@ fn remove(session: &str, id: &str, request: &Request) -> Result<Reply, ApiError>
     let (cart, changed) = store::change(
         &HostKv,
         session,
-        store::Session::Known,
+        Session::Known,
         &retry::jittered_pause,
         &Change::Remove(id),
         key.as_deref(),

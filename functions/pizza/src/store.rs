@@ -134,8 +134,9 @@ pub enum Session {
 
 /// Makes a client's `change` to the cart of `session`, at most once per idempotency `key`: see
 /// [`Cart::apply`]. `known` says whether the session is one the client sent or one made up just
-/// now ([`Session::New`], whose first attempt skips the read). A replay writes nothing and returns the cart as it is now, which may have
-/// moved on since the change was made (the line since removed or checked out).
+/// now ([`Session::New`], whose first attempt skips the read). A replay writes nothing and
+/// returns the cart as it is now, which may have moved on since the change was made (the line
+/// since removed or checked out).
 pub fn change(
     kv: &dyn Kv,
     session: &str,
