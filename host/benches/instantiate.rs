@@ -41,6 +41,7 @@ async fn measure(allocation: Allocation, component: &[u8], path: &str) -> Stats 
     let compiled = runtime.compile(component).expect("component compiles");
     let backend = Backend::Memory(MemoryBackend::new());
     let metrics = Metrics::new().expect("metrics");
+    let series = metrics.function("bench");
     let limits = RequestLimits {
         max_memory_bytes: 64 << 20,
         timeout: Duration::from_secs(10),
@@ -60,7 +61,7 @@ async fn measure(allocation: Allocation, component: &[u8], path: &str) -> Stats 
         let kv = KvSession::new(backend.clone(), "bench", Arc::clone(&metrics));
         let started = Instant::now();
         let response = runtime
-            .call("bench", &compiled, kv, &log, &limits, &metrics, request)
+            .call(&series, &compiled, kv, &log, &limits, &metrics, request)
             .await
             .expect("call");
         let elapsed = started.elapsed();

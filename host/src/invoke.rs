@@ -17,7 +17,7 @@ use crate::error::{FailureClass, HostError};
 use crate::failures;
 use crate::guest_log::GuestLog;
 use crate::kv::KvSession;
-use crate::metrics::UNKNOWN_FUNCTION;
+use crate::metrics::{FunctionSeries, UNKNOWN_FUNCTION};
 use crate::registry::{Ready, is_valid_name};
 use crate::server::{AppState, read_body};
 use crate::worlds::{GuestRequest, GuestResponse};
@@ -48,34 +48,30 @@ pub async fn invoke(State(state): State<AppState>, request: Request<Body>) -> Re
     let (name, path) = (name.to_owned(), path.to_owned());
     // Only deployed, resolvable functions get a metric series of their own: random or invalid
     // names, and names whose lookup failed, share one label.
-    let (label, response) = if !is_valid_name(&name) {
+    let (series, response) = if !is_valid_name(&name) {
         let e = HostError::NotFound(format!(
             "no function named `{name}`: names are 1 to 63 lowercase letters, digits and dashes"
         ));
         // Like every other invoke failure, the body carries the request id.
-        (UNKNOWN_FUNCTION, e.into_invoke_response(&request_id, None))
+        (None, e.into_invoke_response(&request_id, None))
     } else {
-        match run(&state, &name, path, &request_id, request).await {
-            Ok(response) => (name.as_str(), response),
-            Err((e, resolved)) => {
-                let label = if resolved {
-                    name.as_str()
-                } else {
-                    UNKNOWN_FUNCTION
-                };
+        let (series, outcome) = run(&state, &name, path, &request_id, request).await;
+        let response = match outcome {
+            Ok(response) => response,
+            Err(e) => {
                 // Failures are recorded under deployed names only; one that cannot be loaded is
                 // deployed too, and its operator needs the reason.
-                let deployed = resolved || e.class() == Some(FailureClass::CannotLoad);
+                let deployed = series.is_some() || e.class() == Some(FailureClass::CannotLoad);
                 let function = deployed.then_some(name.as_str());
-                let answer =
-                    failures::answer(&state.backend, &state.fleet.id, e, &request_id, function);
-                (label, answer)
+                failures::answer(&state.backend, &state.fleet.id, e, &request_id, function)
             }
-        }
+        };
+        (series, response)
     };
+    let series = series.unwrap_or_else(|| state.metrics.function(UNKNOWN_FUNCTION));
     state
         .metrics
-        .request(label, response.status().as_u16(), started.elapsed());
+        .request(&series, response.status().as_u16(), started.elapsed());
     with_request_id(response, &request_id)
 }
 
@@ -121,28 +117,27 @@ pub fn split_route(uri_path: &str) -> (&str, &str) {
     }
 }
 
-/// Runs the request; on failure also says whether the function had been resolved (for the
-/// metric label).
+/// Runs the request; also gives the function's metric series once it resolved.
 async fn run(
     state: &AppState,
     name: &str,
     path: String,
     request_id: &str,
     request: Request<Body>,
-) -> Result<Response, (HostError, bool)> {
-    let ready = state
-        .registry
-        .resolve(name)
-        .await
-        .map_err(|e| (HostError::from(e), false))?;
-    call(state, name, path, request_id, request, ready)
-        .await
-        .map_err(|e| (e, true))
+) -> (Option<Arc<FunctionSeries>>, Result<Response, HostError>) {
+    let ready = match state.registry.resolve(name).await {
+        Ok(ready) => ready,
+        Err(e) => return (None, Err(HostError::from(e))),
+    };
+    let series = state.metrics.function(name);
+    let outcome = call(state, name, &series, path, request_id, request, ready).await;
+    (Some(series), outcome)
 }
 
 async fn call(
     state: &AppState,
     name: &str,
+    series: &Arc<FunctionSeries>,
     path: String,
     request_id: &str,
     request: Request<Body>,
@@ -187,13 +182,18 @@ async fn call(
     let limits = state.settings.limits_for(&ready.entry);
     let runtime = state.runtime.clone();
     let metrics = state.metrics.clone();
-    let function = name.to_owned();
+    let series = series.clone();
     // The guest runs on a guest thread (the one serving this connection, unless that one is
     // busy with CPU-bound guests; see `Guests::run`), as a task of its own, and reaches the
-    // store through that thread's connection. The slots travel
-    // with it, so they are held exactly as long as it runs, even if the client goes away. Boxed
-    // here, once: the spawn then moves a pointer, and this request's own future does not carry
-    // the guest's (several KiB) inside it.
+    // store through that thread's connection. The slots travel with it, so they are held
+    // exactly as long as it runs, even if the client goes away. A task of its own even on the
+    // thread serving the connection: polled by the connection's task instead (the call boxed,
+    // and spawned only if the client went away first), it cost more CPU per request
+    // (scripts/bench-ab, LTO build, 3 rounds: hello 1.29x, kv increment 1.17x, cart add 1.18x),
+    // likely because each answer was then written as soon as it was ready, not with the others
+    // that thread had made meanwhile, so the client was woken once per answer.
+    // Boxed here, once: the spawn then moves a pointer, and this request's own future does
+    // not carry the guest's (several KiB) inside it.
     let (outcome, log) = state
         .guests
         .run(move |store| {
@@ -202,7 +202,7 @@ async fn call(
                     KvSession::with_budget(store, &ready.entry.app, metrics.clone(), kv_budget);
                 let outcome = runtime
                     .call(
-                        &function,
+                        &series,
                         &ready.compiled,
                         kv,
                         &log,

@@ -5,7 +5,7 @@
 //! keep separate books.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use prometheus::{
@@ -37,18 +37,97 @@ pub struct Metrics {
     pub compiled_components: IntGauge,
     /// Each function's series, resolved once (see [`FunctionSeries`]).
     functions: RwLock<HashMap<Box<str>, Arc<FunctionSeries>>>,
+    /// Each kv operation's series, resolved on first use (see [`KvSeries`]).
+    kv_series: [KvSeries; KvOp::COUNT],
 }
 
-/// One function's per-request series with their label values already looked up: the hot path
-/// then finds them with one map lookup instead of hashing label values for each of four
-/// metrics. Only names that resolved to a deployed function (or [`UNKNOWN_FUNCTION`]) get one.
-struct FunctionSeries {
+/// The kv operations counted in `goldfish_kv_operations_total{op}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvOp {
+    Get,
+    Set,
+    Delete,
+    Exists,
+    Increment,
+    CompareAndSwap,
+    ListKeys,
+}
+
+impl KvOp {
+    /// How many there are (the last one's index + 1).
+    const COUNT: usize = KvOp::ListKeys as usize + 1;
+
+    /// Its `op` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            KvOp::Get => "get",
+            KvOp::Set => "set",
+            KvOp::Delete => "delete",
+            KvOp::Exists => "exists",
+            KvOp::Increment => "increment",
+            KvOp::CompareAndSwap => "compare_and_swap",
+            KvOp::ListKeys => "list_keys",
+        }
+    }
+}
+
+/// How a kv call ended, counted in `goldfish_kv_operations_total{outcome}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvOutcome {
+    Ok,
+    InvalidKey,
+    ValueTooLarge,
+    NotAnInteger,
+    InvalidCursor,
+    Unavailable,
+    Refused,
+    BudgetExceeded,
+}
+
+impl KvOutcome {
+    /// How many there are (the last one's index + 1).
+    const COUNT: usize = KvOutcome::BudgetExceeded as usize + 1;
+
+    /// Its `outcome` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            KvOutcome::Ok => "ok",
+            KvOutcome::InvalidKey => "invalid_key",
+            KvOutcome::ValueTooLarge => "value_too_large",
+            KvOutcome::NotAnInteger => "not_an_integer",
+            KvOutcome::InvalidCursor => "invalid_cursor",
+            KvOutcome::Unavailable => "unavailable",
+            KvOutcome::Refused => "refused",
+            KvOutcome::BudgetExceeded => "budget_exceeded",
+        }
+    }
+}
+
+/// One kv operation's series, each looked up on its first use and kept: a kv call then costs
+/// no label hashing (two `with_label_values` lookups per call before). Lazily, so `/metrics`
+/// shows only series that happened, as before.
+#[derive(Default)]
+struct KvSeries {
+    duration: OnceLock<Histogram>,
+    outcomes: [OnceLock<IntCounter>; KvOutcome::COUNT],
+}
+
+/// One function's per-request series with their label values already looked up: a request
+/// finds them with one map lookup ([`Metrics::function`]) instead of hashing label values for
+/// each of four metrics. Only names that resolved to a deployed function (or
+/// [`UNKNOWN_FUNCTION`]) get one.
+pub struct FunctionSeries {
+    name: Box<str>,
     instances_created: IntCounter,
     instances_dropped: IntCounter,
     request_duration: Histogram,
-    /// Status → its counter, added as statuses occur (a function answers a handful).
-    requests: RwLock<Vec<(u16, IntCounter)>>,
+    /// `goldfish_requests_total{status}` for statuses 100 to 599, each looked up on its first
+    /// use: reading one is a plain load, no lock shared between threads.
+    statuses: Box<[OnceLock<IntCounter>]>,
 }
+
+/// The statuses [`FunctionSeries::statuses`] holds a place for.
+const STATUSES: std::ops::RangeInclusive<u16> = 100..=599;
 
 impl Metrics {
     pub fn new() -> anyhow::Result<Arc<Self>> {
@@ -120,6 +199,7 @@ impl Metrics {
             )?,
             registry,
             functions: RwLock::default(),
+            kv_series: Default::default(),
         };
         let r = &metrics.registry;
         r.register(Box::new(metrics.instances_created.clone()))?;
@@ -149,24 +229,24 @@ impl Metrics {
         String::from_utf8_lossy(&out).into_owned()
     }
 
-    /// Counts one instance as created and live until the returned guard is dropped.
+    /// Counts one instance of `series`' function as created and live until the returned guard
+    /// is dropped.
     pub fn instance_created(
         self: &Arc<Self>,
-        function: &str,
+        series: &Arc<FunctionSeries>,
         instantiate: Duration,
     ) -> InstanceGuard {
-        let series = self.series(function);
         series.instances_created.inc();
         self.instances_live.inc();
         self.instantiate_duration.observe(instantiate.as_secs_f64());
         InstanceGuard {
             metrics: self.clone(),
-            series,
+            series: series.clone(),
         }
     }
 
-    /// `function`'s series, created on first use.
-    fn series(&self, function: &str) -> Arc<FunctionSeries> {
+    /// `function`'s series, created on first use: look it up once per request.
+    pub fn function(&self, function: &str) -> Arc<FunctionSeries> {
         let read = self.functions.read().unwrap_or_else(|p| p.into_inner());
         if let Some(series) = read.get(function) {
             return series.clone();
@@ -177,39 +257,46 @@ impl Metrics {
             .entry(function.into())
             .or_insert_with(|| {
                 Arc::new(FunctionSeries {
+                    name: function.into(),
                     instances_created: self.instances_created.with_label_values(&[function]),
                     instances_dropped: self.instances_dropped.with_label_values(&[function]),
                     request_duration: self.request_duration.with_label_values(&[function]),
-                    requests: RwLock::default(),
+                    statuses: STATUSES.map(|_| OnceLock::new()).collect(),
                 })
             })
             .clone()
     }
 
-    pub fn kv_call(&self, op: &str, outcome: &str, elapsed: Duration) {
-        self.kv_operations.with_label_values(&[op, outcome]).inc();
-        self.kv_duration
-            .with_label_values(&[op])
+    /// Counts one kv call of `op` that ended with `outcome`.
+    pub fn kv_call(&self, op: KvOp, outcome: KvOutcome, elapsed: Duration) {
+        let series = &self.kv_series[op as usize];
+        series.outcomes[outcome as usize]
+            .get_or_init(|| {
+                self.kv_operations
+                    .with_label_values(&[op.label(), outcome.label()])
+            })
+            .inc();
+        series
+            .duration
+            .get_or_init(|| self.kv_duration.with_label_values(&[op.label()]))
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn request(&self, function: &str, status: u16, elapsed: Duration) {
-        let series = self.series(function);
+    /// Counts one request to `series`' function answered with `status`.
+    pub fn request(&self, series: &FunctionSeries, status: u16, elapsed: Duration) {
         series.request_duration.observe(elapsed.as_secs_f64());
-        let known = series.requests.read().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, counter)) = known.iter().find(|(s, _)| *s == status) {
-            counter.inc();
-            return;
-        }
-        drop(known);
-        let status_label = status.to_string();
-        let counter = self
-            .requests
-            .with_label_values(&[function, status_label.as_str()]);
-        counter.inc();
-        let mut known = series.requests.write().unwrap_or_else(|p| p.into_inner());
-        if !known.iter().any(|(s, _)| *s == status) {
-            known.push((status, counter));
+        let resolve = || {
+            let status = status.to_string();
+            self.requests
+                .with_label_values(&[&*series.name, status.as_str()])
+        };
+        let slot = STATUSES
+            .contains(&status)
+            .then(|| series.statuses.get(usize::from(status - STATUSES.start())))
+            .flatten();
+        match slot {
+            Some(slot) => slot.get_or_init(resolve).inc(),
+            None => resolve().inc(),
         }
     }
 }
@@ -232,9 +319,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn kv_calls_and_statuses_are_counted_under_their_own_labels() {
+        let metrics = Metrics::new().expect("metrics");
+        let took = Duration::from_micros(50);
+        metrics.kv_call(KvOp::CompareAndSwap, KvOutcome::Ok, took);
+        metrics.kv_call(KvOp::CompareAndSwap, KvOutcome::Ok, took);
+        metrics.kv_call(KvOp::CompareAndSwap, KvOutcome::Unavailable, took);
+        metrics.kv_call(KvOp::Get, KvOutcome::Ok, took);
+        let ops = |op: &str, outcome: &str| {
+            metrics
+                .kv_operations
+                .with_label_values(&[op, outcome])
+                .get()
+        };
+        assert_eq!(ops("compare_and_swap", "ok"), 2);
+        assert_eq!(ops("compare_and_swap", "unavailable"), 1);
+        assert_eq!(ops("get", "ok"), 1);
+        assert_eq!(ops("get", "unavailable"), 0);
+        let calls = |op: &str| {
+            metrics
+                .kv_duration
+                .with_label_values(&[op])
+                .get_sample_count()
+        };
+        assert_eq!((calls("compare_and_swap"), calls("get")), (3, 1));
+
+        let (f, g) = (metrics.function("f"), metrics.function("g"));
+        for status in [201, 201, 503] {
+            metrics.request(&f, status, took);
+        }
+        metrics.request(&g, 201, took);
+        // Outside 100-599 (no HTTP answer has one) still counted, by label lookup.
+        metrics.request(&g, 999, took);
+        let requests = |function: &str, status: &str| {
+            metrics
+                .requests
+                .with_label_values(&[function, status])
+                .get()
+        };
+        assert_eq!(requests("f", "201"), 2);
+        assert_eq!(requests("f", "503"), 1);
+        assert_eq!(requests("g", "201"), 1);
+        assert_eq!(requests("g", "999"), 1);
+        assert_eq!(requests("g", "503"), 0);
+        assert!(
+            Arc::ptr_eq(&f, &metrics.function("f")),
+            "one series per function"
+        );
+    }
+
+    #[test]
     fn a_guard_balances_created_and_dropped() {
         let metrics = Metrics::new().expect("metrics");
-        let guard = metrics.instance_created("f", Duration::from_micros(10));
+        let guard = metrics.instance_created(&metrics.function("f"), Duration::from_micros(10));
         assert_eq!(metrics.instances_live.get(), 1);
         drop(guard);
         assert_eq!(metrics.instances_live.get(), 0);

@@ -11,7 +11,7 @@ use super::trap::{describe_trap, pool_limit};
 use super::{Compiled, EPOCH_TICK, HostState, Pre, Runtime};
 use crate::guest_log::GuestLog;
 use crate::kv::KvSession;
-use crate::metrics::{InstanceGuard, Metrics};
+use crate::metrics::{FunctionSeries, InstanceGuard, Metrics};
 use crate::worlds::{self, GuestRequest, GuestResponse};
 
 /// Per-request bounds.
@@ -53,7 +53,7 @@ impl Runtime {
     #[allow(clippy::too_many_arguments)]
     pub async fn call(
         &self,
-        function: &str,
+        series: &Arc<FunctionSeries>,
         compiled: &Compiled,
         kv: KvSession,
         log: &GuestLog,
@@ -96,7 +96,7 @@ impl Runtime {
         // Lives outside the call future so that, whatever ends the call (answer, trap, timeout),
         // the instance is counted as dropped only after its store is gone.
         let mut live: Option<InstanceGuard> = None;
-        let on_instance = || live = Some(metrics.instance_created(function, started.elapsed()));
+        let on_instance = || live = Some(metrics.instance_created(series, started.elapsed()));
         let run = async {
             match &compiled.pre {
                 Pre::Goldfish(pre) => {

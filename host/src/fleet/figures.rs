@@ -181,11 +181,12 @@ mod tests {
     #[test]
     fn figures_count_requests_errors_and_live_instances_per_function() {
         let metrics = Metrics::new().expect("metrics");
-        metrics.request("a", 200, Duration::from_millis(1));
-        metrics.request("a", 503, Duration::from_millis(1));
-        metrics.request("b", 404, Duration::from_millis(1));
-        let guard = metrics.instance_created("a", Duration::from_micros(10));
-        drop(metrics.instance_created("a", Duration::from_micros(10)));
+        let (a, b) = (metrics.function("a"), metrics.function("b"));
+        metrics.request(&a, 200, Duration::from_millis(1));
+        metrics.request(&a, 503, Duration::from_millis(1));
+        metrics.request(&b, 404, Duration::from_millis(1));
+        let guard = metrics.instance_created(&a, Duration::from_micros(10));
+        drop(metrics.instance_created(&a, Duration::from_micros(10)));
         let figures = figures(&metrics);
         let a = &figures["a"];
         assert_eq!((a.requests, a.errors), (2, 1));

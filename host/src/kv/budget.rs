@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::{KvError, KvSession};
+use crate::metrics::{KvOp, KvOutcome};
 
 /// Default for [`KvBudget::max_ops`].
 pub const DEFAULT_KV_OPS: u64 = 1000;
@@ -56,7 +57,7 @@ impl KvSession {
     /// outcome and latency.
     pub(super) async fn measured<T>(
         &self,
-        op: &'static str,
+        op: KvOp,
         bytes: usize,
         call: impl Future<Output = Result<T, KvError>>,
     ) -> Result<T, KvError> {
@@ -66,14 +67,14 @@ impl KvSession {
             Err(e) => Err(e),
         };
         let outcome = match &result {
-            Ok(_) => "ok",
-            Err(KvError::InvalidKey(_)) => "invalid_key",
-            Err(KvError::ValueTooLarge(_)) => "value_too_large",
-            Err(KvError::NotAnInteger) => "not_an_integer",
-            Err(KvError::InvalidCursor) => "invalid_cursor",
-            Err(KvError::Unavailable(_)) => "unavailable",
-            Err(KvError::Refused(_)) => "refused",
-            Err(KvError::BudgetExceeded(_)) => "budget_exceeded",
+            Ok(_) => KvOutcome::Ok,
+            Err(KvError::InvalidKey(_)) => KvOutcome::InvalidKey,
+            Err(KvError::ValueTooLarge(_)) => KvOutcome::ValueTooLarge,
+            Err(KvError::NotAnInteger) => KvOutcome::NotAnInteger,
+            Err(KvError::InvalidCursor) => KvOutcome::InvalidCursor,
+            Err(KvError::Unavailable(_)) => KvOutcome::Unavailable,
+            Err(KvError::Refused(_)) => KvOutcome::Refused,
+            Err(KvError::BudgetExceeded(_)) => KvOutcome::BudgetExceeded,
         };
         self.metrics.kv_call(op, outcome, started.elapsed());
         result

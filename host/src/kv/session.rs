@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::namespace::{storage_key, validate_value};
 use super::{Bucket, DEFAULT_BUCKET, KvBudget, KvError, MAX_BUCKET_BYTES, MAX_KEY_BYTES};
 use crate::backend::{Backend, KeyPage, keys};
-use crate::metrics::Metrics;
+use crate::metrics::{KvOp, Metrics};
 
 /// Most keys one `list-keys` page may hold (documented in the WIT).
 pub const MAX_LIST_LIMIT: u32 = 1000;
@@ -80,7 +80,7 @@ impl KvSession {
 
     pub async fn get(&self, bucket: &Bucket, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         let value = self
-            .measured("get", key.len(), async {
+            .measured(KvOp::Get, key.len(), async {
                 Ok(self.backend.get(&storage_key(bucket, key)?).await?)
             })
             .await?;
@@ -99,7 +99,7 @@ impl KvSession {
         value: &[u8],
         ttl_seconds: Option<u32>,
     ) -> Result<(), KvError> {
-        self.measured("set", key.len() + value.len(), async {
+        self.measured(KvOp::Set, key.len() + value.len(), async {
             let key = storage_key(bucket, key)?;
             validate_value(value)?;
             Ok(self.backend.set(&key, value, ttl_seconds).await?)
@@ -108,21 +108,21 @@ impl KvSession {
     }
 
     pub async fn delete(&self, bucket: &Bucket, key: &str) -> Result<bool, KvError> {
-        self.measured("delete", key.len(), async {
+        self.measured(KvOp::Delete, key.len(), async {
             Ok(self.backend.delete(&storage_key(bucket, key)?).await?)
         })
         .await
     }
 
     pub async fn exists(&self, bucket: &Bucket, key: &str) -> Result<bool, KvError> {
-        self.measured("exists", key.len(), async {
+        self.measured(KvOp::Exists, key.len(), async {
             Ok(self.backend.exists(&storage_key(bucket, key)?).await?)
         })
         .await
     }
 
     pub async fn increment(&self, bucket: &Bucket, key: &str, delta: i64) -> Result<i64, KvError> {
-        self.measured("increment", key.len(), async {
+        self.measured(KvOp::Increment, key.len(), async {
             Ok(self
                 .backend
                 .increment(&storage_key(bucket, key)?, delta)
@@ -140,7 +140,7 @@ impl KvSession {
         ttl_seconds: Option<u32>,
     ) -> Result<bool, KvError> {
         let sent = key.len() + new.len() + expected.map_or(0, <[u8]>::len);
-        self.measured("compare_and_swap", sent, async {
+        self.measured(KvOp::CompareAndSwap, sent, async {
             let key = storage_key(bucket, key)?;
             validate_value(new)?;
             // `expected` travels to Redis too: no value can be larger than the limit, so a larger
@@ -165,7 +165,7 @@ impl KvSession {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<KeyPage, KvError> {
-        self.measured("list_keys", prefix.len(), async {
+        self.measured(KvOp::ListKeys, prefix.len(), async {
             if prefix.len() > MAX_KEY_BYTES || prefix.chars().any(char::is_control) {
                 return Err(KvError::InvalidKey(
                     "prefix is too long or contains a control character".into(),
