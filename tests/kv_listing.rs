@@ -334,6 +334,108 @@ async fn expired_keys_are_not_listed_and_leave_the_index() {
     assert_eq!(card(&redis), 120, "{index} holds the live keys");
 }
 
+/// Rewriting a key that already expires (with `set` or a compare-and-swap) moves no entry of the
+/// expiry set: the rewrites make one ZADD each (the index's, of a member it holds), not two.
+/// When the old entry falls due, an expiring write's prune finds the key alive and moves the
+/// entry to the key's new time, so the key stays listed past its first expiry time; a key
+/// rewritten with a shorter expiry is gone at its new time and leaves the index all the same.
+#[tokio::test]
+async fn rewriting_an_expiring_key_moves_its_expiry_entry_only_when_it_falls_due() {
+    let redis = Redis::start();
+    let backend = backend(&redis).await;
+    let app = "renew";
+    let namespace = keys::kv_namespace(app);
+    let (index, expiries) = (keys::kv_index(app), keys::kv_expiries(app));
+    let key = |name: &str, i: u32| format!("{namespace}{name}:{i}");
+    let mut conn = redis.client();
+    write_all(&backend, (0..50).map(|i| key("renewed", i)), Some(1)).await;
+    write_all(&backend, (0..10).map(|i| key("shortened", i)), Some(3)).await;
+    let score = |conn: &mut redis::Connection, member: &str| -> f64 {
+        redis::cmd("ZSCORE")
+            .arg(&expiries)
+            .arg(member)
+            .query(conn)
+            .expect("ZSCORE")
+    };
+    let first_due = score(&mut conn, &key("renewed", 0));
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut conn)
+        .expect("RESETSTAT");
+    for i in 0..50 {
+        let renewed = key("renewed", i);
+        if i % 2 == 0 {
+            backend.set(&renewed, b"w", Some(60)).await.expect("set");
+        } else {
+            let swapped = backend
+                .compare_and_swap(&renewed, Some(b"v"), b"w", Some(60))
+                .await
+                .expect("compare-and-swap");
+            assert!(swapped, "{renewed} held the expected value");
+        }
+    }
+    for i in 0..10 {
+        backend
+            .set(&key("shortened", i), b"w", Some(1))
+            .await
+            .expect("set");
+    }
+    let zadds: u64 = command_calls(&redis)
+        .iter()
+        .filter(|(c, _)| c == "zadd")
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(zadds, 60, "one ZADD per rewrite, the index's");
+    assert_eq!(
+        score(&mut conn, &key("renewed", 0)),
+        first_due,
+        "a rewrite left the expiry entry where it was"
+    );
+
+    // Past the first expiry time and the shortened keys' new one: expiring writes prune.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    write_all(&backend, (0..60).map(|i| key("later", i)), Some(60)).await;
+    let moved = score(&mut conn, &key("renewed", 0));
+    assert!(
+        moved >= first_due + 50_000.0,
+        "the prune moved the renewed key's entry to its new time ({first_due} -> {moved})"
+    );
+    let card = |conn: &mut redis::Connection| -> u64 {
+        redis::cmd("ZCARD").arg(&index).query(conn).expect("ZCARD")
+    };
+    assert_eq!(
+        card(&mut conn),
+        120,
+        "the shortened keys' entries are not due yet"
+    );
+    // The shortened keys' entries fall due at their first time (3 s): then they leave.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    write_all(&backend, (0..10).map(|i| key("last", i)), Some(60)).await;
+    assert_eq!(
+        card(&mut conn),
+        120,
+        "{index} holds the live keys, no shortened one"
+    );
+    let gone: Option<f64> = redis::cmd("ZSCORE")
+        .arg(&expiries)
+        .arg(key("shortened", 0))
+        .query(&mut conn)
+        .expect("ZSCORE");
+    assert_eq!(gone, None, "the shortened key left the expiry set");
+    let (listed, _) = list_all(&backend, &namespace, "", 1000).await;
+    let listed: BTreeSet<String> = listed.into_iter().collect();
+    let expected: BTreeSet<String> = (0..50)
+        .map(|i| format!("renewed:{i}"))
+        .chain((0..60).map(|i| format!("later:{i}")))
+        .chain((0..10).map(|i| format!("last:{i}")))
+        .collect();
+    assert_eq!(
+        listed, expected,
+        "renewed keys stay listed past their first expiry time"
+    );
+}
+
 /// An increment creates and indexes its key in one step; one Redis refuses (a value that is not
 /// an integer, a result that would overflow) is `NotAnInteger` and changes nothing, on a single
 /// Redis and on a cluster.

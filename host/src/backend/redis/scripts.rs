@@ -29,13 +29,21 @@ end
 
 /// A write with an expiry and its index entries in one step. KEYS: key, index, expiries.
 /// ARGV: value, ttl seconds, now ms.
+///
+/// A key that already expires keeps the expiry entry it has: when that entry falls due, `prune`
+/// finds the key alive and moves the entry to the key's new time. So rewriting an expiring key
+/// (a cart, a session) moves no sorted-set entry; moving it cost as much Redis time as adding
+/// one. A shorter new expiry only leaves the index entry a while longer after the key is gone.
 const SET_EX_SCRIPT: &str = concat!(
     prune_lua!(),
     r"
 local now = tonumber(ARGV[3])
+local had_expiry = redis.call('PTTL', KEYS[1]) >= 0
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('ZADD', KEYS[2], 0, KEYS[1])
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]) * 1000, KEYS[1])
+if not had_expiry then
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]) * 1000, KEYS[1])
+end
 prune(KEYS[2], KEYS[3], now)
 return 1
 "
@@ -59,7 +67,8 @@ return {#members, members[#members] or '', live}
 
 /// Compare-and-swap in one atomic step. KEYS[1]: key; for a kv key also KEYS[2], KEYS[3]: its
 /// index and expiries. ARGV: expect-present flag ("1"/"0"), expected value, new value, ttl
-/// seconds ("" for none), now ms.
+/// seconds ("" for none), now ms. As in [`SET_EX_SCRIPT`], a key that already expires keeps
+/// its expiry entry (a new key has none, so it is not asked).
 const CAS_SCRIPT: &str = concat!(
     prune_lua!(),
     r"
@@ -68,6 +77,10 @@ if ARGV[1] == '1' then
   if current ~= ARGV[2] then return 0 end
 else
   if current then return 0 end
+end
+local had_expiry = false
+if current and KEYS[2] and ARGV[4] ~= '' then
+  had_expiry = redis.call('PTTL', KEYS[1]) >= 0
 end
 if ARGV[4] == '' then
   redis.call('SET', KEYS[1], ARGV[3])
@@ -78,7 +91,9 @@ if KEYS[2] then
   redis.call('ZADD', KEYS[2], 0, KEYS[1])
   if ARGV[4] ~= '' then
     local now = tonumber(ARGV[5])
-    redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]) * 1000, KEYS[1])
+    if not had_expiry then
+      redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]) * 1000, KEYS[1])
+    end
     prune(KEYS[2], KEYS[3], now)
   end
 end
