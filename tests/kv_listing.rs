@@ -348,8 +348,10 @@ async fn rewriting_an_expiring_key_moves_its_expiry_entry_only_when_it_falls_due
     let (index, expiries) = (keys::kv_index(app), keys::kv_expiries(app));
     let key = |name: &str, i: u32| format!("{namespace}{name}:{i}");
     let mut conn = redis.client();
-    write_all(&backend, (0..50).map(|i| key("renewed", i)), Some(1)).await;
-    write_all(&backend, (0..10).map(|i| key("shortened", i)), Some(3)).await;
+    // First expiries of 2 and 4 s leave the rewrites below a second and more before any entry
+    // falls due, however slow the machine.
+    write_all(&backend, (0..50).map(|i| key("renewed", i)), Some(2)).await;
+    write_all(&backend, (0..10).map(|i| key("shortened", i)), Some(4)).await;
     let score = |conn: &mut redis::Connection, member: &str| -> f64 {
         redis::cmd("ZSCORE")
             .arg(&expiries)
@@ -394,7 +396,7 @@ async fn rewriting_an_expiring_key_moves_its_expiry_entry_only_when_it_falls_due
     );
 
     // Past the first expiry time and the shortened keys' new one: expiring writes prune.
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
     write_all(&backend, (0..60).map(|i| key("later", i)), Some(60)).await;
     let moved = score(&mut conn, &key("renewed", 0));
     assert!(
@@ -409,7 +411,7 @@ async fn rewriting_an_expiring_key_moves_its_expiry_entry_only_when_it_falls_due
         120,
         "the shortened keys' entries are not due yet"
     );
-    // The shortened keys' entries fall due at their first time (3 s): then they leave.
+    // The shortened keys' entries fall due at their first time (4 s): then they leave.
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     write_all(&backend, (0..10).map(|i| key("last", i)), Some(60)).await;
     assert_eq!(

@@ -290,10 +290,9 @@ impl Metrics {
             self.requests
                 .with_label_values(&[&*series.name, status.as_str()])
         };
-        let slot = STATUSES
-            .contains(&status)
-            .then(|| series.statuses.get(usize::from(status - STATUSES.start())))
-            .flatten();
+        let slot = status
+            .checked_sub(*STATUSES.start())
+            .and_then(|index| series.statuses.get(usize::from(index)));
         match slot {
             Some(slot) => slot.get_or_init(resolve).inc(),
             None => resolve().inc(),
