@@ -114,6 +114,13 @@ impl Runtime {
 fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::<HostState>::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    // wasi:io (streams, poll, error) once more, over the resource table alone. wasmtime-wasi
+    // reaches the table through `WasiView::ctx`, which builds the request's lazy WASI context
+    // (see `HostState::new`): every wasi:http guest writes its body through a stream, so each
+    // such request paid for a context it never uses. Same host code, other accessor.
+    linker.allow_shadowing(true);
+    wasmtime_wasi_io::add_to_linker_async(&mut linker)?;
+    linker.allow_shadowing(false);
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     type Data = HasSelf<HostState>;
     fn own(state: &mut HostState) -> &mut HostState {

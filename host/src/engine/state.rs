@@ -95,6 +95,13 @@ fn wasi_ctx(stdout: Capture, stderr: Capture) -> WasiCtx {
     wasi.build()
 }
 
+/// wasi:io needs only the resource table (see `engine::config::linker`).
+impl wasmtime_wasi_io::IoView for HostState {
+    fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+}
+
 impl WasiHttpView for HostState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView {
