@@ -118,8 +118,9 @@ impl Runtime {
 /// decommitted, and the next request in that slot would read what the last one wrote (the
 /// same gap is described in wasmtime pull request #14357, open as of December 2026). So on a
 /// host with any swap area in use at start, the full reset, which is correct whatever is
-/// swapped, at 1.5–1.65× a hello's CPU per request and 2.4–3.0× a kv increment's on the machine
-/// of 2026-12-07 (see README, Limits and isolation). Run hosts without swap, as Kubernetes does, for the fast one.
+/// swapped, at 1.50–1.65× a hello's CPU per request and 2.35–2.97× a kv increment's on the
+/// machine of 2026-12-07 (README, Limits and isolation). Hosts without swap (Kubernetes' default)
+/// keep the scan.
 fn memory_reset_scan(swap_areas: &[String]) -> Enabled {
     if swap_areas.is_empty() {
         return Enabled::Auto;
