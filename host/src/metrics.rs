@@ -325,12 +325,9 @@ mod tests {
         metrics.kv_call(KvOp::CompareAndSwap, KvOutcome::Ok, took);
         metrics.kv_call(KvOp::CompareAndSwap, KvOutcome::Unavailable, took);
         metrics.kv_call(KvOp::Get, KvOutcome::Ok, took);
-        let ops = |op: &str, outcome: &str| {
-            metrics
-                .kv_operations
-                .with_label_values(&[op, outcome])
-                .get()
-        };
+        let count =
+            |counters: &IntCounterVec, labels: &[&str]| counters.with_label_values(labels).get();
+        let ops = |op: &str, outcome: &str| count(&metrics.kv_operations, &[op, outcome]);
         assert_eq!(ops("compare_and_swap", "ok"), 2);
         assert_eq!(ops("compare_and_swap", "unavailable"), 1);
         assert_eq!(ops("get", "ok"), 1);
@@ -350,12 +347,7 @@ mod tests {
         metrics.request(&g, 201, took);
         // Outside 100-599 (no HTTP answer has one) still counted, by label lookup.
         metrics.request(&g, 999, took);
-        let requests = |function: &str, status: &str| {
-            metrics
-                .requests
-                .with_label_values(&[function, status])
-                .get()
-        };
+        let requests = |function: &str, status: &str| count(&metrics.requests, &[function, status]);
         assert_eq!(requests("f", "201"), 2);
         assert_eq!(requests("f", "503"), 1);
         assert_eq!(requests("g", "201"), 1);
