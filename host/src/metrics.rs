@@ -41,65 +41,55 @@ pub struct Metrics {
     kv_series: [KvSeries; KvOp::COUNT],
 }
 
-/// The kv operations counted in `goldfish_kv_operations_total{op}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KvOp {
-    Get,
-    Set,
-    Delete,
-    Exists,
-    Increment,
-    CompareAndSwap,
-    ListKeys,
+/// A fieldless enum whose variants each carry a label, with `COUNT` and `label()` generated
+/// from one list: a variant added to the list is counted, so indexing a `[_; COUNT]` array by
+/// `variant as usize` stays in bounds.
+macro_rules! labelled {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $label:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name {
+            $($variant,)+
+        }
+
+        impl $name {
+            /// How many there are.
+            const COUNT: usize = [$($label),+].len();
+
+            /// Its label value.
+            pub fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)+
+                }
+            }
+        }
+    };
 }
 
-impl KvOp {
-    /// How many there are (the last one's index + 1).
-    const COUNT: usize = KvOp::ListKeys as usize + 1;
-
-    /// Its `op` label.
-    pub fn label(self) -> &'static str {
-        match self {
-            KvOp::Get => "get",
-            KvOp::Set => "set",
-            KvOp::Delete => "delete",
-            KvOp::Exists => "exists",
-            KvOp::Increment => "increment",
-            KvOp::CompareAndSwap => "compare_and_swap",
-            KvOp::ListKeys => "list_keys",
-        }
+labelled! {
+    /// The kv operations counted in `goldfish_kv_operations_total{op}`.
+    KvOp {
+        Get => "get",
+        Set => "set",
+        Delete => "delete",
+        Exists => "exists",
+        Increment => "increment",
+        CompareAndSwap => "compare_and_swap",
+        ListKeys => "list_keys",
     }
 }
 
-/// How a kv call ended, counted in `goldfish_kv_operations_total{outcome}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KvOutcome {
-    Ok,
-    InvalidKey,
-    ValueTooLarge,
-    NotAnInteger,
-    InvalidCursor,
-    Unavailable,
-    Refused,
-    BudgetExceeded,
-}
-
-impl KvOutcome {
-    /// How many there are (the last one's index + 1).
-    const COUNT: usize = KvOutcome::BudgetExceeded as usize + 1;
-
-    /// Its `outcome` label.
-    pub fn label(self) -> &'static str {
-        match self {
-            KvOutcome::Ok => "ok",
-            KvOutcome::InvalidKey => "invalid_key",
-            KvOutcome::ValueTooLarge => "value_too_large",
-            KvOutcome::NotAnInteger => "not_an_integer",
-            KvOutcome::InvalidCursor => "invalid_cursor",
-            KvOutcome::Unavailable => "unavailable",
-            KvOutcome::Refused => "refused",
-            KvOutcome::BudgetExceeded => "budget_exceeded",
-        }
+labelled! {
+    /// How a kv call ended, counted in `goldfish_kv_operations_total{outcome}`.
+    KvOutcome {
+        Ok => "ok",
+        InvalidKey => "invalid_key",
+        ValueTooLarge => "value_too_large",
+        NotAnInteger => "not_an_integer",
+        InvalidCursor => "invalid_cursor",
+        Unavailable => "unavailable",
+        Refused => "refused",
+        BudgetExceeded => "budget_exceeded",
     }
 }
 
