@@ -327,6 +327,28 @@ async fn every_capability_is_linked_and_denied_inside_the_guest() {
     assert_eq!((status, body["bytes"].clone()), (200, json!(0)), "{body}");
 }
 
+/// `wasi:random` is served from the host thread's generator, not the request's WASI context
+/// (`engine::random`): every interface answers, with fresh values on every call and instance.
+#[tokio::test]
+async fn wasi_random_gives_every_instance_fresh_values() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    host.deploy_ok("denied", None, "denied").await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..3 {
+        let (status, body) = get_json(&host.fn_url("denied/random")).await;
+        assert_eq!(status, 200, "{body}");
+        for field in ["bytes", "insecure_bytes"] {
+            let hex = body[field].as_str().unwrap_or_default();
+            assert_eq!(hex.len(), 32, "{field}: 16 bytes: {body}");
+            assert!(seen.insert(hex.to_owned()), "{field} repeated: {body}");
+        }
+        for value in [&body["u64"], &body["insecure_u64"], &body["seed"]] {
+            assert!(seen.insert(value.to_string()), "{value} repeated: {body}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_goldfish_function_importing_the_filesystem_deploys_and_finds_no_files() {
     let redis = Redis::start();
