@@ -328,7 +328,8 @@ async fn every_capability_is_linked_and_denied_inside_the_guest() {
 }
 
 /// `wasi:random` is served from the host thread's generator, not the request's WASI context
-/// (`engine::random`): every interface answers, with fresh values on every call and instance.
+/// (`engine::wasi_parts`): every interface answers, with fresh values on every call and
+/// instance.
 #[tokio::test]
 async fn wasi_random_gives_every_instance_fresh_values() {
     let redis = Redis::start();
@@ -347,6 +348,34 @@ async fn wasi_random_gives_every_instance_fresh_values() {
             assert!(seen.insert(value.to_string()), "{value} repeated: {body}");
         }
     }
+}
+
+/// `wasi:clocks` has a context of its own (`engine::wasi_parts`): the wall clock is the host's,
+/// and a wait on the monotonic clock (a pollable in the request's table, waited on through
+/// wasi:io) lasts at least as long as asked.
+#[tokio::test]
+async fn wasi_clocks_tell_the_time_and_wait() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    host.deploy_ok("denied", None, "denied").await;
+    let (status, body) = get_json(&host.fn_url("denied/time")).await;
+    assert_eq!(status, 200, "{body}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let wall = body["wall_seconds"].as_u64().unwrap_or_default();
+    assert!(
+        wall.abs_diff(now) <= 60,
+        "guest wall clock {wall}, host {now}: {body}"
+    );
+    let before = body["before"].as_u64().unwrap_or(u64::MAX);
+    let after = body["after"].as_u64().unwrap_or_default();
+    assert!(
+        after >= before.saturating_add(2_000_000),
+        "a 2 ms wait lasted {} ns: {body}",
+        after.wrapping_sub(before)
+    );
 }
 
 #[tokio::test]

@@ -160,10 +160,10 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     // reaches the table through `WasiView::ctx`, which builds the request's lazy WASI context
     // (see `HostState::new`): every wasi:http guest writes its body through a stream, so each
     // such request paid for a context it never uses. Same host code, other accessor.
-    // wasi:random likewise, over the host thread's generator (see `random`).
+    // wasi:random and wasi:clocks likewise (see `wasi_parts`).
     linker.allow_shadowing(true);
     wasmtime_wasi_io::add_to_linker_async(&mut linker)?;
-    super::random::add_to_linker(&mut linker)?;
+    super::wasi_parts::add_to_linker(&mut linker)?;
     linker.allow_shadowing(false);
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     type Data = HasSelf<HostState>;

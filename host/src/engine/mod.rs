@@ -13,16 +13,16 @@
 //! the linker), `validation` (what a component must be to deploy: header, imports, exports),
 //! `call` (one request on a fresh instance, with its bounds), `trap` (what a failed call is
 //! told: trap, stack overflow, full pool), `state` (what one request's store owns and grants),
-//! `random` (`wasi:random` without the request's WASI context), `inlining` (a bound on component
-//! nesting, checked before a compile).
+//! `wasi_parts` (`wasi:random` and `wasi:clocks` without the request's WASI context),
+//! `inlining` (a bound on component nesting, checked before a compile).
 
 mod call;
 mod config;
 mod inlining;
-mod random;
 mod state;
 mod trap;
 mod validation;
+mod wasi_parts;
 
 use wasmtime::Engine;
 use wasmtime::component::Linker;

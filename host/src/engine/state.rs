@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
+use wasmtime_wasi::clocks::WasiClocksCtx;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
@@ -25,7 +26,10 @@ pub const MAX_RESOURCES: usize = 10_000;
 /// The store data of one request.
 pub struct HostState {
     /// Built on the guest's first WASI call (see [`HostState::new`]); many guests never make one.
+    /// Not for `wasi:random`, `wasi:clocks` and `wasi:io` (see `config::linker`).
     wasi: Option<WasiCtx>,
+    /// `wasi:clocks`' own context, built on the guest's first clock call (see `wasi_parts`).
+    pub(super) clocks: Option<WasiClocksCtx>,
     /// Where the guest's stdout and stderr go, for when `wasi` is built.
     output: (Capture, Capture),
     http: WasiHttpCtx,
@@ -47,6 +51,7 @@ impl HostState {
     pub fn new(kv: KvSession, log: &GuestLog, max_memory_bytes: usize) -> Self {
         HostState {
             wasi: None,
+            clocks: None,
             output: (log.stdout(), log.stderr()),
             http: WasiHttpCtx::new(),
             http_hooks: DenyOutbound {

@@ -1,10 +1,18 @@
-//! `wasi:random` (`random`, `insecure`, `insecure-seed`) served from the host thread's
-//! generator instead of the request's WASI context. A guest asking for random bytes (a session
-//! id, a hash-map seed) otherwise builds that whole context for them: clocks, CLI streams,
-//! filesystem and socket state, and two freshly seeded generators, about a dozen allocations.
+//! Parts of WASI served without the request's WASI context, shadowing wasmtime-wasi's
+//! definitions of them (see `config::linker`). That context holds clocks, CLI streams,
+//! filesystem and socket state and two freshly seeded generators, about a dozen allocations; a
+//! guest asking only for random bytes (a session id, a hash-map seed) or the time (an order's
+//! timestamp) used to build all of it. Now:
+//!
+//! - `wasi:random` (`random`, `insecure`, `insecure-seed`) draws from the host thread's
+//!   generator ([`GuestRandom`]);
+//! - `wasi:clocks` (`wall-clock`, `monotonic-clock`) uses a clocks context of its own, built on
+//!   the guest's first clock call: two boxed clocks, one of them zero-sized.
 
 use rand::RngCore;
 use wasmtime::component::{HasData, Linker};
+use wasmtime_wasi::clocks::{WasiClocks, WasiClocksCtxView};
+use wasmtime_wasi::p2::bindings::clocks::{monotonic_clock, wall_clock};
 use wasmtime_wasi::p2::bindings::random::{insecure, insecure_seed, random};
 use wasmtime_wasi::random::DEFAULT_MAX_SIZE;
 
@@ -20,14 +28,22 @@ impl HasData for GuestRandom {
     type Data<'a> = GuestRandom;
 }
 
-/// Links the three interfaces over [`GuestRandom`], shadowing wasmtime-wasi's definitions.
+/// Links `wasi:random` and `wasi:clocks`, shadowing wasmtime-wasi's definitions.
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    fn view(_: &mut HostState) -> GuestRandom {
+    fn random_view(_: &mut HostState) -> GuestRandom {
         GuestRandom
     }
-    random::add_to_linker::<HostState, GuestRandom>(linker, view)?;
-    insecure::add_to_linker::<HostState, GuestRandom>(linker, view)?;
-    insecure_seed::add_to_linker::<HostState, GuestRandom>(linker, view)?;
+    random::add_to_linker::<HostState, GuestRandom>(linker, random_view)?;
+    insecure::add_to_linker::<HostState, GuestRandom>(linker, random_view)?;
+    insecure_seed::add_to_linker::<HostState, GuestRandom>(linker, random_view)?;
+    fn clocks_view(state: &mut HostState) -> WasiClocksCtxView<'_> {
+        WasiClocksCtxView {
+            ctx: state.clocks.get_or_insert_with(Default::default),
+            table: &mut state.table,
+        }
+    }
+    wall_clock::add_to_linker::<HostState, WasiClocks>(linker, clocks_view)?;
+    monotonic_clock::add_to_linker::<HostState, WasiClocks>(linker, clocks_view)?;
     Ok(())
 }
 
