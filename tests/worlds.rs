@@ -378,6 +378,30 @@ async fn wasi_clocks_tell_the_time_and_wait() {
     );
 }
 
+/// `wasi:cli/exit` (`engine::wasi_parts`) ends the call: the caller gets a 500, the operator's
+/// failure record names the exit status, and the host keeps serving.
+#[tokio::test]
+async fn a_guest_calling_exit_fails_its_request_and_the_host_keeps_serving() {
+    let redis = Redis::start();
+    let host = Host::start(&redis);
+    host.deploy_ok("denied", None, "denied").await;
+    let response = client()
+        .get(host.fn_url("denied/exit"))
+        .send()
+        .await
+        .expect("GET /exit");
+    let id = support::request_id(&response);
+    assert_eq!(response.status(), 500);
+    let record = support::recorded_failure(&host, "denied", &id).await;
+    let detail = record["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("exited with status 1 (wasi:cli/exit) before answering"),
+        "{record}"
+    );
+    let (status, body) = get_json(&host.fn_url("denied/env")).await;
+    assert_eq!(status, 200, "{body}");
+}
+
 #[tokio::test]
 async fn a_goldfish_function_importing_the_filesystem_deploys_and_finds_no_files() {
     let redis = Redis::start();

@@ -160,7 +160,7 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     // reaches the table through `WasiView::ctx`, which builds the request's lazy WASI context
     // (see `HostState::new`): every wasi:http guest writes its body through a stream, so each
     // such request paid for a context it never uses. Same host code, other accessor.
-    // wasi:random and wasi:clocks likewise (see `wasi_parts`).
+    // wasi:random, wasi:clocks and wasi:cli likewise (see `wasi_parts`).
     linker.allow_shadowing(true);
     wasmtime_wasi_io::add_to_linker_async(&mut linker)?;
     super::wasi_parts::add_to_linker(&mut linker)?;

@@ -13,7 +13,7 @@
 //! the linker), `validation` (what a component must be to deploy: header, imports, exports),
 //! `call` (one request on a fresh instance, with its bounds), `trap` (what a failed call is
 //! told: trap, stack overflow, full pool), `state` (what one request's store owns and grants),
-//! `wasi_parts` (`wasi:random` and `wasi:clocks` without the request's WASI context),
+//! `wasi_parts` (`wasi:random`, `wasi:clocks` and `wasi:cli` without the request's WASI context),
 //! `inlining` (a bound on component nesting, checked before a compile).
 
 mod call;

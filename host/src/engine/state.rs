@@ -26,12 +26,13 @@ pub const MAX_RESOURCES: usize = 10_000;
 /// The store data of one request.
 pub struct HostState {
     /// Built on the guest's first WASI call (see [`HostState::new`]); many guests never make one.
-    /// Not for `wasi:random`, `wasi:clocks` and `wasi:io` (see `config::linker`).
+    /// Not for `wasi:random`, `wasi:clocks`, `wasi:cli` and `wasi:io` (see `config::linker`): only
+    /// a guest touching the filesystem or sockets (every attempt of which fails) builds it.
     wasi: Option<WasiCtx>,
     /// `wasi:clocks`' own context, built on the guest's first clock call (see `wasi_parts`).
     pub(super) clocks: Option<WasiClocksCtx>,
-    /// Where the guest's stdout and stderr go, for when `wasi` is built.
-    output: (Capture, Capture),
+    /// Where the guest's stdout and stderr go (see `wasi_parts`).
+    pub(super) output: (Capture, Capture),
     http: WasiHttpCtx,
     http_hooks: DenyOutbound,
     /// Every resource handed to the guest: WASI streams, HTTP bodies, kv buckets, cas handles.

@@ -48,7 +48,22 @@ pub(super) fn describe_trap(e: &wasmtime::Error) -> CallError {
             true,
         ),
         Some(trap) => (trap.to_string(), false),
-        None => (e.to_string(), false),
+        // Not a trap but an error a host function returned (`wasi:cli/exit`, a refused
+        // argument): wasmtime wraps it in "error while executing at wasm backtrace", so the
+        // cause is the innermost error.
+        None => match e
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<wasmtime_wasi::I32Exit>())
+        {
+            Some(exit) => (
+                format!(
+                    "it exited with status {} (wasi:cli/exit) before answering",
+                    exit.0
+                ),
+                false,
+            ),
+            None => (e.root_cause().to_string(), false),
+        },
     };
     if let Some(frame) = e
         .downcast_ref::<wasmtime::WasmBacktrace>()
