@@ -46,9 +46,9 @@ pub struct HostState {
 
 impl HostState {
     /// A request's state: WASI with stdout and stderr going to `log` and nothing else granted.
-    /// The WASI context itself is built only when the guest first calls WASI (see
-    /// [`wasi_ctx`]): building it seeds two random generators and allocates a dozen objects,
-    /// which a guest that only reads its request and answers never needs.
+    /// The WASI context itself is built only when the guest first touches the filesystem or
+    /// sockets (see [`wasi_ctx`]): building it seeds two random generators and allocates a
+    /// dozen objects, which other guests never need.
     pub fn new(kv: KvSession, log: &GuestLog, max_memory_bytes: usize) -> Self {
         HostState {
             wasi: None,
@@ -77,24 +77,20 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        let (stdout, stderr) = &self.output;
         WasiCtxView {
-            ctx: self
-                .wasi
-                .get_or_insert_with(|| wasi_ctx(stdout.clone(), stderr.clone())),
+            ctx: self.wasi.get_or_insert_with(wasi_ctx),
             table: &mut self.table,
         }
     }
 }
 
-/// What WASI grants a guest: stdout and stderr into its log, and nothing else. No preopens, no
-/// inherited environment, args or stdin; TCP, UDP and name lookup stay off (the builder's
-/// defaults), and every socket address is refused on top of that.
-fn wasi_ctx(stdout: Capture, stderr: Capture) -> WasiCtx {
+/// What the WASI context still serves, filesystem and sockets, granting nothing: no preopens;
+/// TCP, UDP and name lookup off (the builder's defaults), and every socket address refused on
+/// top of that. Its CLI, clocks and random parts are never reached: `wasi_parts` serves those
+/// interfaces (stdout and stderr into the request's log there).
+fn wasi_ctx() -> WasiCtx {
     let mut wasi = WasiCtx::builder();
-    wasi.stdout(stdout)
-        .stderr(stderr)
-        .allow_tcp(false)
+    wasi.allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .socket_addr_check(|_, _| Box::pin(async { false }));
