@@ -454,3 +454,32 @@ async fn a_flood_of_requests_for_an_unknown_name_costs_one_redis_lookup() {
     host.deploy_ok("ghost", None, "recycle-probe").await;
     assert_eq!(post_status(&host.fn_url("ghost")).await, 200);
 }
+
+/// The workspace builds Rust guests with a 64 KiB stack (`.cargo/config.toml`), so their linear
+/// memory starts at a couple of wasm pages instead of Rust's 17 (a 1 MiB stack): the host walks
+/// and resets that memory after every request, and its cost follows the size. A build that lost
+/// the setting would still pass every other test, only slower.
+#[test]
+fn rust_guests_start_with_a_small_memory() {
+    const PAGE: u64 = 64 << 10;
+    for name in ["cart", "checkout", "recycle-probe", "misbehave"] {
+        let bytes = support::guest(name);
+        let mut initial = Vec::new();
+        for payload in wasmparser::Parser::new(0).parse_all(&bytes) {
+            if let Ok(wasmparser::Payload::MemorySection(memories)) = payload {
+                for memory in memories.into_iter().flatten() {
+                    initial.push(memory.initial);
+                }
+            }
+        }
+        assert!(!initial.is_empty(), "{name} defines no memory");
+        for pages in initial {
+            assert!(
+                pages <= 4,
+                "{name} starts with {pages} wasm pages ({} KiB); with the workspace's 64 KiB \
+                 stack it should be a few (check .cargo/config.toml's rustflags)",
+                pages * PAGE / 1024
+            );
+        }
+    }
+}
