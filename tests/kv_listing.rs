@@ -61,6 +61,19 @@ async fn write_all(backend: &Backend, keys: impl Iterator<Item = String>, ttl: O
         .await;
 }
 
+/// Each key created with a compare-and-swap that expects no value (which must succeed).
+async fn create_all(backend: &Backend, keys: impl Iterator<Item = String>, ttl: Option<u32>) {
+    futures::stream::iter(keys)
+        .for_each_concurrent(256, |key| async move {
+            let created = backend
+                .compare_and_swap(&key, None, b"v", ttl)
+                .await
+                .expect("create");
+            assert!(created, "{key} was absent");
+        })
+        .await;
+}
+
 /// `calls` of each command since the last `CONFIG RESETSTAT`, from `INFO commandstats`.
 fn command_calls(redis: &Redis) -> Vec<(String, u64)> {
     let info: String = redis::cmd("INFO")
@@ -304,7 +317,13 @@ async fn expired_keys_are_not_listed_and_leave_the_index() {
     .await;
     write_all(
         &backend,
-        (0..100).map(|i| format!("{namespace}gone:{i}")),
+        (0..50).map(|i| format!("{namespace}gone:{i}")),
+        Some(1),
+    )
+    .await;
+    create_all(
+        &backend,
+        (50..100).map(|i| format!("{namespace}gone:{i}")),
         Some(1),
     )
     .await;
@@ -316,8 +335,9 @@ async fn expired_keys_are_not_listed_and_leave_the_index() {
     };
     assert_eq!(card(&redis), 120);
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    // More expiring writes prune the index as they go, without anyone listing.
-    write_all(
+    // More expiring writes prune the index as they go, without anyone listing (here creates:
+    // the `set`s of the test below prune too).
+    create_all(
         &backend,
         (0..100).map(|i| format!("{namespace}later:{i}")),
         Some(60),
@@ -335,7 +355,7 @@ async fn expired_keys_are_not_listed_and_leave_the_index() {
 }
 
 /// Rewriting a key that already expires (with `set` or a compare-and-swap) moves no entry of the
-/// expiry set: the rewrites make one ZADD each (the index's, of a member it holds), not two.
+/// expiry set: every entry keeps its score through the rewrites.
 /// When the old entry falls due, an expiring write's prune finds the key alive and moves the
 /// entry to the key's new time, so the key stays listed past its first expiry time; a key
 /// rewritten with a shorter expiry is gone at its new time and leaves the index all the same.
@@ -360,11 +380,18 @@ async fn rewriting_an_expiring_key_moves_its_expiry_entry_only_when_it_falls_due
             .expect("ZSCORE")
     };
     let first_due = score(&mut conn, &key("renewed", 0));
+    let entries = |conn: &mut redis::Connection| -> Vec<(String, f64)> {
+        redis::cmd("ZRANGE")
+            .arg(&expiries)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query(conn)
+            .expect("ZRANGE")
+    };
+    let before = entries(&mut conn);
+    assert_eq!(before.len(), 60);
 
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query(&mut conn)
-        .expect("RESETSTAT");
     for i in 0..50 {
         let renewed = key("renewed", i);
         if i % 2 == 0 {
@@ -383,16 +410,10 @@ async fn rewriting_an_expiring_key_moves_its_expiry_entry_only_when_it_falls_due
             .await
             .expect("set");
     }
-    let zadds: u64 = command_calls(&redis)
-        .iter()
-        .filter(|(c, _)| c == "zadd")
-        .map(|(_, n)| n)
-        .sum();
-    assert_eq!(zadds, 60, "one ZADD per rewrite, the index's");
     assert_eq!(
-        score(&mut conn, &key("renewed", 0)),
-        first_due,
-        "a rewrite left the expiry entry where it was"
+        entries(&mut conn),
+        before,
+        "the rewrites left every expiry entry where it was"
     );
 
     // Past the first expiry time and the shortened keys' new one: expiring writes prune.
@@ -436,6 +457,71 @@ async fn rewriting_an_expiring_key_moves_its_expiry_entry_only_when_it_falls_due
         listed, expected,
         "renewed keys stay listed past their first expiry time"
     );
+}
+
+/// A compare-and-swap that expects no value writes only a key that is absent, with or without
+/// an expiry, and indexes what it writes; one that finds the key changes nothing, neither its
+/// value nor its expiry. On a single Redis and on a cluster.
+#[tokio::test]
+async fn a_create_writes_only_an_absent_key_and_indexes_it() {
+    let redis = Redis::start();
+    creates_on(&backend(&redis).await, &mut redis.client()).await;
+    let cluster = RedisCluster::start();
+    let nodes: Vec<String> = cluster.nodes.iter().map(Redis::url).collect();
+    let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let backend = Backend::Redis(
+        RedisBackend::connect_cluster(&nodes, Duration::from_secs(5))
+            .await
+            .expect("connect"),
+    );
+    let mut conn = redis::cluster::ClusterClient::new(nodes)
+        .expect("cluster client")
+        .get_connection()
+        .expect("cluster connection");
+    creates_on(&backend, &mut conn).await;
+}
+
+async fn creates_on(backend: &Backend, conn: &mut impl redis::ConnectionLike) {
+    for app in ["create-a", "create-b"] {
+        let namespace = keys::kv_namespace(app);
+        let key = |name: &str| format!("{namespace}{name}");
+        let create = |name: &'static str, value: &'static [u8], ttl: Option<u32>| {
+            let key = key(name);
+            async move {
+                backend
+                    .compare_and_swap(&key, None, value, ttl)
+                    .await
+                    .expect("create")
+            }
+        };
+        assert!(create("cart", b"one", Some(600)).await, "absent: created");
+        assert!(!create("cart", b"two", Some(5)).await, "present: refused");
+        assert!(create("plain", b"one", None).await, "absent: created");
+        assert!(!create("plain", b"two", Some(5)).await, "present: refused");
+        for (name, value) in [("cart", b"one"), ("plain", b"one")] {
+            assert_eq!(
+                backend.get(&key(name)).await.expect("get").as_deref(),
+                Some(&value[..]),
+                "{app} {name} kept its first value"
+            );
+        }
+        let ttl = |conn: &mut dyn redis::ConnectionLike, name: &str| -> i64 {
+            redis::cmd("TTL").arg(key(name)).query(conn).expect("TTL")
+        };
+        assert!(ttl(conn, "cart") > 5, "the refused create left the expiry");
+        assert_eq!(ttl(conn, "plain"), -1, "the refused create set no expiry");
+        let expiry: Option<f64> = redis::cmd("ZSCORE")
+            .arg(keys::kv_expiries(app))
+            .arg(key("cart"))
+            .query(conn)
+            .expect("ZSCORE");
+        assert!(
+            expiry.is_some(),
+            "{app}: the created cart has its expiry entry"
+        );
+        let (listed, _) = list_all(backend, &namespace, "", 10).await;
+        assert_eq!(listed, ["cart", "plain"], "{app}");
+    }
 }
 
 /// An increment creates and indexes its key in one step; one Redis refuses (a value that is not

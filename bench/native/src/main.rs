@@ -29,11 +29,13 @@ use pizza::{ApiError, http as cart_http, ids, store};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-/// Compare-and-swap in one atomic step: the compare-and-swap part of `CAS_SCRIPT` in
-/// `host/src/backend/redis/scripts.rs` (a copy, so this crate does not depend on the host). The
-/// host's script also keeps the app's key index (for `list-keys`), which Redis does on top for
-/// Goldfish only. KEYS[1]: key. ARGV: expect-present flag ("1"/"0"),
-/// expected value, new value, ttl seconds ("" for none).
+/// Compare-and-swap of a value that exists, in one atomic step: the compare-and-swap part of
+/// `CAS_SCRIPT` in `host/src/backend/redis/scripts.rs` (a copy, so this crate does not depend
+/// on the host). The host's script also keeps the app's key index (for `list-keys`), which
+/// Redis does on top for Goldfish only. A swap that expects no value is a `SET NX` here, as it
+/// is in the host (`RedisBackend::create`, there in a `MULTI` with the index entries).
+/// KEYS[1]: key. ARGV: expect-present flag ("1"/"0"), expected value, new value, ttl seconds
+/// ("" for none).
 const CAS_SCRIPT: &str = r"
 local current = redis.call('GET', KEYS[1])
 if ARGV[1] == '1' then
@@ -195,18 +197,34 @@ async fn add(
         cart.add(line)?;
         let new =
             serde_json::to_vec(&cart).map_err(|e| ApiError::Internal(format!("encoding: {e}")))?;
-        let ttl = store::CART_TTL_SECONDS.to_string();
-        let written: i64 = state
-            .cas
-            .key(&key)
-            .arg(if bytes.is_some() { "1" } else { "0" })
-            .arg(bytes.as_deref().unwrap_or_default())
-            .arg(new)
-            .arg(ttl)
-            .invoke_async(&mut redis)
-            .await
-            .map_err(unavailable)?;
-        if written == 1 {
+        let written = match &bytes {
+            Some(bytes) => {
+                let swapped: i64 = state
+                    .cas
+                    .key(&key)
+                    .arg("1")
+                    .arg(bytes.as_slice())
+                    .arg(new)
+                    .arg(store::CART_TTL_SECONDS)
+                    .invoke_async(&mut redis)
+                    .await
+                    .map_err(unavailable)?;
+                swapped == 1
+            }
+            None => {
+                let created: Option<String> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(new)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(store::CART_TTL_SECONDS)
+                    .query_async(&mut redis)
+                    .await
+                    .map_err(unavailable)?;
+                created.is_some()
+            }
+        };
+        if written {
             return Ok(cart);
         }
     }

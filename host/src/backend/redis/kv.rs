@@ -175,16 +175,16 @@ impl RedisBackend {
                     .await
             }
             (Some(app), Some(ttl)) => {
-                self.scripts
-                    .set_ex
-                    .key(key)
-                    .key(keys::kv_index(app))
-                    .key(keys::kv_expiries(app))
-                    .arg(value)
-                    .arg(ttl.max(1))
-                    .arg(now_ms())
-                    .invoke_async::<()>(&mut conn)
-                    .await
+                let now = now_ms();
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .set_ex(key, value, u64::from(ttl.max(1)))
+                    .ignore();
+                index_expiring(&mut pipe, app, key, ttl, now);
+                let (due,): (Vec<String>,) =
+                    pipe.query_async(&mut conn).await.map_err(unavailable)?;
+                self.prune_if_due(app, &due, now).await;
+                Ok(())
             }
             (None, None) => conn.set::<_, _, ()>(key, value).await,
             (None, Some(ttl)) => {
@@ -257,6 +257,9 @@ impl RedisBackend {
         new: &[u8],
         ttl_seconds: Option<u32>,
     ) -> Result<bool, BackendError> {
+        if let (None, Some(app)) = (expected, keys::kv_app(key)) {
+            return self.create(app, key, new, ttl_seconds).await;
+        }
         let ttl = ttl_seconds
             .map(|t| t.max(1).to_string())
             .unwrap_or_default();
@@ -276,6 +279,63 @@ impl RedisBackend {
             .await
             .map_err(unavailable)?;
         Ok(written == 1)
+    }
+
+    /// A compare-and-swap that expects no value: `SET NX` and the key's index entries in one
+    /// `MULTI`, no Lua. Redis spent 22.9 µs per create running [`scripts`]' compare-and-swap
+    /// script with the index, of which the script itself (GET, then SET) was 9.3 µs where a
+    /// `SET NX` is a couple (README, Performance). When the key exists, nothing is written and
+    /// the index entries it already has are added again, which changes nothing (an expiry
+    /// entry for a key without expiry is dropped when it falls due).
+    async fn create(
+        &self,
+        app: &str,
+        key: &str,
+        value: &[u8],
+        ttl_seconds: Option<u32>,
+    ) -> Result<bool, BackendError> {
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("SET").arg(key).arg(value).arg("NX");
+        let (written, due) = match ttl_seconds {
+            Some(ttl) => {
+                pipe.arg("EX").arg(ttl.max(1));
+                index_expiring(&mut pipe, app, key, ttl, now);
+                pipe.query_async::<(Option<String>, Vec<String>)>(&mut self.conn())
+                    .await
+                    .map_err(unavailable)?
+            }
+            None => {
+                pipe.zadd(keys::kv_index(app), key, 0).ignore();
+                let (written,): (Option<String>,) = pipe
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(unavailable)?;
+                (written, Vec::new())
+            }
+        };
+        self.prune_if_due(app, &due, now).await;
+        Ok(written.is_some())
+    }
+
+    /// Runs the prune script when a write's `MULTI` saw expiry entries due by `now`. The write
+    /// is done whatever happens here: a failed prune leaves the entries due, and the app's
+    /// next write with an expiry tries again.
+    async fn prune_if_due(&self, app: &str, due: &[String], now: u64) {
+        if due.is_empty() {
+            return;
+        }
+        let pruned = self
+            .scripts
+            .prune
+            .key(keys::kv_index(app))
+            .key(keys::kv_expiries(app))
+            .arg(now)
+            .invoke_async::<()>(&mut self.conn())
+            .await;
+        if let Err(e) = pruned {
+            tracing::debug!(app, error = %e, "could not prune the key index; the next write retries");
+        }
     }
 
     /// Lists from the app's index ([`keys::kv_index`]) in name order, never walking another
@@ -330,6 +390,31 @@ impl RedisBackend {
         };
         Ok(KeyPage { keys, cursor })
     }
+}
+
+/// Queues, after the write of a kv key with an expiry, what indexes it: the index entry; an
+/// expiry entry unless the key has one (`ZADD NX`: a key that already expires keeps the entry it
+/// has, which `prune` moves to the key's new time when it falls due, so rewriting a cart or a
+/// session moves no sorted-set entry); and a look at up to two entries due by `now` (the one
+/// reply not ignored), for [`RedisBackend::prune_if_due`].
+fn index_expiring(pipe: &mut redis::Pipeline, app: &str, key: &str, ttl_seconds: u32, now: u64) {
+    let expiries = keys::kv_expiries(app);
+    let expires_at = now + u64::from(ttl_seconds.max(1)) * 1000;
+    pipe.zadd(keys::kv_index(app), key, 0)
+        .ignore()
+        .cmd("ZADD")
+        .arg(&expiries)
+        .arg("NX")
+        .arg(expires_at)
+        .arg(key)
+        .ignore()
+        .cmd("ZRANGEBYSCORE")
+        .arg(&expiries)
+        .arg("-inf")
+        .arg(now)
+        .arg("LIMIT")
+        .arg(0)
+        .arg(2);
 }
 
 /// Marks a cursor of this version (`k/<last key read>`, relative to the namespace); the SCAN

@@ -5,8 +5,9 @@ use redis::Script;
 /// Lua function `prune(index, expiries, now)`: looks at up to two keys that [`keys::kv_expiries`]
 /// says were due to expire by `now` and drops the index entries of those that are gone (a key
 /// rewritten without expiry leaves the expiry set; one with a later expiry gets its new time).
-/// Every write with an expiry calls it, so entries of expired keys are removed at least as fast
-/// as expiring keys are written.
+/// Every write with an expiry runs it when entries are due (in this script or, after a `MULTI`,
+/// as [`PRUNE_SCRIPT`]), so entries of expired keys are removed at least as fast as expiring
+/// keys are written.
 macro_rules! prune_lua {
     () => {
         r"
@@ -27,24 +28,12 @@ end
     };
 }
 
-/// A write with an expiry and its index entries in one step. KEYS: key, index, expiries.
-/// ARGV: value, ttl seconds, now ms.
-///
-/// A key that already expires keeps the expiry entry it has: when that entry falls due, `prune`
-/// finds the key alive and moves the entry to the key's new time. So rewriting an expiring key
-/// (a cart, a session) moves no sorted-set entry; moving it cost as much Redis time as adding
-/// one. A shorter new expiry only leaves the index entry a while longer after the key is gone.
-const SET_EX_SCRIPT: &str = concat!(
+/// The index's upkeep on its own, for a write made with `MULTI` that saw expiry entries due.
+/// KEYS: index, expiries. ARGV: now ms.
+const PRUNE_SCRIPT: &str = concat!(
     prune_lua!(),
     r"
-local now = tonumber(ARGV[3])
-local had_expiry = redis.call('PTTL', KEYS[1]) >= 0
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('ZADD', KEYS[2], 0, KEYS[1])
-if not had_expiry then
-  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]) * 1000, KEYS[1])
-end
-prune(KEYS[2], KEYS[3], now)
+prune(KEYS[1], KEYS[2], tonumber(ARGV[1]))
 return 1
 "
 );
@@ -67,8 +56,10 @@ return {#members, members[#members] or '', live}
 
 /// Compare-and-swap in one atomic step. KEYS[1]: key; for a kv key also KEYS[2], KEYS[3]: its
 /// index and expiries. ARGV: expect-present flag ("1"/"0"), expected value, new value, ttl
-/// seconds ("" for none), now ms. As in [`SET_EX_SCRIPT`], a key that already expires keeps
-/// its expiry entry (a new key has none, so it is not asked).
+/// seconds ("" for none), now ms. A key that already expires keeps its expiry entry (a new key
+/// has none, so it is not asked): when that entry falls due, `prune` finds the key alive and
+/// moves the entry to the key's new time. Creates of kv keys (nothing expected) do not come
+/// here: `RedisBackend::create` makes them with `SET NX` in a `MULTI`.
 const CAS_SCRIPT: &str = concat!(
     prune_lua!(),
     r"
@@ -192,7 +183,7 @@ return 0
 /// Redis does not know it yet).
 pub(super) struct Scripts {
     pub(super) cas: Script,
-    pub(super) set_ex: Script,
+    pub(super) prune: Script,
     pub(super) list: Script,
     pub(super) swap_function: Script,
     pub(super) claim: Script,
@@ -204,7 +195,7 @@ impl Scripts {
     pub(super) fn new() -> Self {
         Scripts {
             cas: Script::new(CAS_SCRIPT),
-            set_ex: Script::new(SET_EX_SCRIPT),
+            prune: Script::new(PRUNE_SCRIPT),
             list: Script::new(LIST_SCRIPT),
             swap_function: Script::new(SWAP_FUNCTION_SCRIPT),
             claim: Script::new(CLAIM_SCRIPT),
