@@ -174,13 +174,20 @@ mod tests {
         assert_eq!(verdict(&mut report), Vec::<String>::new());
         let text = report.render();
         assert!(
-            text.contains("2.8x this run's throughput, below 3x: the generator may have limited"),
+            text.contains("2.80x this run's throughput, below 3x: the generator may have limited"),
+            "{text}"
+        );
+        // Just under 3x reads as under it (one decimal printed "3.0x ... below 3x").
+        report.generator = GeneratorCeiling::Measured(GeneratorCheck::new(149.6, 50.0, 1.0));
+        let text = report.render();
+        assert!(
+            text.contains("2.99x this run's throughput, below 3x"),
             "{text}"
         );
         report.generator = GeneratorCeiling::Measured(GeneratorCheck::new(160.0, 50.0, 1.0));
         let text = report.render();
         assert!(
-            text.contains("3.2x this run's throughput: not the bottleneck"),
+            text.contains("3.20x this run's throughput: not the bottleneck"),
             "{text}"
         );
         assert!(!GeneratorCheck::new(160.0, 50.0, 1.0).saturated);

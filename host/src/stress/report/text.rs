@@ -99,12 +99,12 @@ impl StressReport {
             GeneratorCeiling::Measured(check) => {
                 let verdict = match check.headroom {
                     Some(headroom) if check.saturated => format!(
-                        "{headroom:.1}x this run's throughput, below {MIN_HEADROOM}x: the \
+                        "{headroom:.2}x this run's throughput, below {MIN_HEADROOM}x: the \
                          generator may have limited this run, so its throughput is a floor \
                          (run the load from another machine, or with fewer --concurrency)"
                     ),
                     Some(headroom) => {
-                        format!("{headroom:.1}x this run's throughput: not the bottleneck")
+                        format!("{headroom:.2}x this run's throughput: not the bottleneck")
                     }
                     None => "nothing was answered in the run to compare it with".to_owned(),
                 };
