@@ -181,9 +181,8 @@ impl RedisBackend {
                     .set_ex(key, value, u64::from(ttl.max(1)))
                     .ignore();
                 index_expiring(&mut pipe, app, key, ttl, now);
-                let (due,): (Vec<String>,) =
-                    pipe.query_async(&mut conn).await.map_err(unavailable)?;
-                self.prune_if_due(app, &due, now).await;
+                let (due,): (u64,) = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+                self.prune_if_due(app, due, now).await;
                 Ok(())
             }
             (None, None) => conn.set::<_, _, ()>(key, value).await,
@@ -301,7 +300,7 @@ impl RedisBackend {
             Some(ttl) => {
                 pipe.arg("EX").arg(ttl.max(1));
                 index_expiring(&mut pipe, app, key, ttl, now);
-                pipe.query_async::<(Option<String>, Vec<String>)>(&mut self.conn())
+                pipe.query_async::<(Option<String>, u64)>(&mut self.conn())
                     .await
                     .map_err(unavailable)?
             }
@@ -311,18 +310,18 @@ impl RedisBackend {
                     .query_async(&mut self.conn())
                     .await
                     .map_err(unavailable)?;
-                (written, Vec::new())
+                (written, 0)
             }
         };
-        self.prune_if_due(app, &due, now).await;
+        self.prune_if_due(app, due, now).await;
         Ok(written.is_some())
     }
 
-    /// Runs the prune script when a write's `MULTI` saw expiry entries due by `now`. The write
+    /// Runs the prune script when a write's `MULTI` counted expiry entries due by `now`. The write
     /// is done whatever happens here: a failed prune leaves the entries due, and the app's
     /// next write with an expiry tries again.
-    async fn prune_if_due(&self, app: &str, due: &[String], now: u64) {
-        if due.is_empty() {
+    async fn prune_if_due(&self, app: &str, due: u64, now: u64) {
+        if due == 0 {
             return;
         }
         let pruned = self
@@ -395,8 +394,9 @@ impl RedisBackend {
 /// Queues, after the write of a kv key with an expiry, what indexes it: the index entry; an
 /// expiry entry unless the key has one (`ZADD NX`: a key that already expires keeps the entry it
 /// has, which `prune` moves to the key's new time when it falls due, so rewriting a cart or a
-/// session moves no sorted-set entry); and a look at up to two entries due by `now` (the one
-/// reply not ignored), for [`RedisBackend::prune_if_due`].
+/// session moves no sorted-set entry); and a count of the entries due by `now` (the one reply
+/// not ignored: an integer, cheaper for the host to read than the entries), for
+/// [`RedisBackend::prune_if_due`].
 fn index_expiring(pipe: &mut redis::Pipeline, app: &str, key: &str, ttl_seconds: u32, now: u64) {
     let expiries = keys::kv_expiries(app);
     let expires_at = now + u64::from(ttl_seconds.max(1)) * 1000;
@@ -408,13 +408,10 @@ fn index_expiring(pipe: &mut redis::Pipeline, app: &str, key: &str, ttl_seconds:
         .arg(expires_at)
         .arg(key)
         .ignore()
-        .cmd("ZRANGEBYSCORE")
+        .cmd("ZCOUNT")
         .arg(&expiries)
         .arg("-inf")
-        .arg(now)
-        .arg("LIMIT")
-        .arg(0)
-        .arg(2);
+        .arg(now);
 }
 
 /// Marks a cursor of this version (`k/<last key read>`, relative to the namespace); the SCAN
