@@ -23,6 +23,21 @@ async fn backend(redis: &Redis) -> Backend {
     Backend::Redis(backend)
 }
 
+/// The cluster's node addresses.
+fn node_urls(cluster: &RedisCluster) -> Vec<String> {
+    cluster.nodes.iter().map(Redis::url).collect()
+}
+
+/// A backend on the whole cluster.
+async fn cluster_backend(cluster: &RedisCluster) -> Backend {
+    let nodes = node_urls(cluster);
+    let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let backend = RedisBackend::connect_cluster(&nodes, Duration::from_secs(5))
+        .await
+        .expect("connect");
+    Backend::Redis(backend)
+}
+
 /// Every key under `namespace` with `prefix`, `limit` at a time, and the number of pages.
 async fn list_all(
     backend: &Backend,
@@ -290,13 +305,7 @@ async fn keys_written_before_the_index_existed_are_listed_on_every_node_of_a_clu
         holding >= 2,
         "the apps' keys are spread over several primaries"
     );
-    let nodes: Vec<String> = cluster.nodes.iter().map(Redis::url).collect();
-    let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
-    let backend = Backend::Redis(
-        RedisBackend::connect_cluster(&nodes, Duration::from_secs(5))
-            .await
-            .expect("connect"),
-    );
+    let backend = cluster_backend(&cluster).await;
     for app in &apps {
         let (listed, _) = list_all(&backend, &keys::kv_namespace(app), "", 10).await;
         assert_eq!(listed, ["x", "y"], "{app}");
@@ -467,14 +476,8 @@ async fn a_create_writes_only_an_absent_key_and_indexes_it() {
     let redis = Redis::start();
     creates_on(&backend(&redis).await, &mut redis.client()).await;
     let cluster = RedisCluster::start();
-    let nodes: Vec<String> = cluster.nodes.iter().map(Redis::url).collect();
-    let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
-    let backend = Backend::Redis(
-        RedisBackend::connect_cluster(&nodes, Duration::from_secs(5))
-            .await
-            .expect("connect"),
-    );
-    let mut conn = redis::cluster::ClusterClient::new(nodes)
+    let backend = cluster_backend(&cluster).await;
+    let mut conn = redis::cluster::ClusterClient::new(node_urls(&cluster))
         .expect("cluster client")
         .get_connection()
         .expect("cluster connection");
@@ -532,13 +535,7 @@ async fn an_increment_indexes_its_key_and_a_refused_one_changes_nothing() {
     let redis = Redis::start();
     increments_on(&backend(&redis).await).await;
     let cluster = RedisCluster::start();
-    let nodes: Vec<String> = cluster.nodes.iter().map(Redis::url).collect();
-    let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
-    let backend = Backend::Redis(
-        RedisBackend::connect_cluster(&nodes, Duration::from_secs(5))
-            .await
-            .expect("connect"),
-    );
+    let backend = cluster_backend(&cluster).await;
     increments_on(&backend).await;
 }
 

@@ -29,25 +29,14 @@ use pizza::{ApiError, http as cart_http, ids, store};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-/// Compare-and-swap of a value that exists, in one atomic step: the compare-and-swap part of
-/// `CAS_SCRIPT` in `host/src/backend/redis/scripts.rs` (a copy, so this crate does not depend
-/// on the host). The host's script also keeps the app's key index (for `list-keys`), which
-/// Redis does on top for Goldfish only. A swap that expects no value is a `SET NX` here, as it
-/// is in the host (`RedisBackend::create`, there in a `MULTI` with the index entries).
-/// KEYS[1]: key. ARGV: expect-present flag ("1"/"0"), expected value, new value, ttl seconds
-/// ("" for none).
+/// Compare-and-swap of a value that exists, in one atomic step: what the host's `CAS_SCRIPT`
+/// (`host/src/backend/redis/scripts.rs`) does for a value that exists, without the app's key
+/// index (for `list-keys`), which Redis does on top for Goldfish only. A swap that expects no
+/// value is a `SET NX` here, as it is in the host (`RedisBackend::create`, there in a `MULTI`
+/// with the index entries). KEYS[1]: key. ARGV: expected value, new value, ttl seconds.
 const CAS_SCRIPT: &str = r"
-local current = redis.call('GET', KEYS[1])
-if ARGV[1] == '1' then
-  if current ~= ARGV[2] then return 0 end
-else
-  if current then return 0 end
-end
-if ARGV[4] == '' then
-  redis.call('SET', KEYS[1], ARGV[3])
-else
-  redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
-end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 ";
 
@@ -202,7 +191,6 @@ async fn add(
                 let swapped: i64 = state
                     .cas
                     .key(&key)
-                    .arg("1")
                     .arg(bytes.as_slice())
                     .arg(new)
                     .arg(store::CART_TTL_SECONDS)

@@ -56,10 +56,11 @@ return {#members, members[#members] or '', live}
 
 /// Compare-and-swap in one atomic step. KEYS[1]: key; for a kv key also KEYS[2], KEYS[3]: its
 /// index and expiries. ARGV: expect-present flag ("1"/"0"), expected value, new value, ttl
-/// seconds ("" for none), now ms. A key that already expires keeps its expiry entry (a new key
-/// has none, so it is not asked): when that entry falls due, `prune` finds the key alive and
-/// moves the entry to the key's new time. Creates of kv keys (nothing expected) do not come
-/// here: `RedisBackend::create` makes them with `SET NX` in a `MULTI`.
+/// seconds ("" for none), now ms. The expiry entry is a `ZADD NX`, as in the writes' `MULTI`
+/// (`kv::index_expiring`): a key that already expires keeps its entry, and when that entry
+/// falls due `prune` finds the key alive and moves it to the key's new time. Creates of kv keys
+/// (nothing expected) do not come here: `RedisBackend::create` makes them with `SET NX` in a
+/// `MULTI`.
 const CAS_SCRIPT: &str = concat!(
     prune_lua!(),
     r"
@@ -68,10 +69,6 @@ if ARGV[1] == '1' then
   if current ~= ARGV[2] then return 0 end
 else
   if current then return 0 end
-end
-local had_expiry = false
-if current and KEYS[2] and ARGV[4] ~= '' then
-  had_expiry = redis.call('PTTL', KEYS[1]) >= 0
 end
 if ARGV[4] == '' then
   redis.call('SET', KEYS[1], ARGV[3])
@@ -82,9 +79,7 @@ if KEYS[2] then
   redis.call('ZADD', KEYS[2], 0, KEYS[1])
   if ARGV[4] ~= '' then
     local now = tonumber(ARGV[5])
-    if not had_expiry then
-      redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]) * 1000, KEYS[1])
-    end
+    redis.call('ZADD', KEYS[3], 'NX', now + tonumber(ARGV[4]) * 1000, KEYS[1])
     prune(KEYS[2], KEYS[3], now)
   end
 end
