@@ -44,6 +44,16 @@ async fn a_busy_loop_is_stopped_by_its_cpu_budget_before_the_deadline() {
         body["error"].as_str().unwrap_or_default().contains("50ms"),
         "{body}"
     );
+
+    // Nor is waiting counted a tick at a time: 100 waits of 3 ms span ~60 epoch ticks (5 ms
+    // each), nearly all while the guest waits. Each of those used to be charged when the guest
+    // resumed, so this call failed its 50 ms budget (10 ticks) though it ran for microseconds.
+    let (status, body) = get_json(&host.fn_url("tight/sleep?ms=3&times=100")).await;
+    assert_eq!(
+        (status, &body["slept_ms"]),
+        (200, &serde_json::json!(300)),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

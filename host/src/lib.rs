@@ -15,7 +15,8 @@
 //! - [`cookies`]: cookies scoped per app (renamed on the way out, filtered on the way in).
 //! - [`engine`]: wasmtime engine and linker (what a guest may import and what each import grants),
 //!   deploy-time validation, one fresh `Store` + instance per call with memory and time bounds,
-//!   trap classification (a file each: `config`, `validation`, `call`, `trap`);
+//!   trap classification (a file each: `config`, `validation`, `call`, `trap`); `engine::epoch`
+//!   ticks the epoch and tells a guest's CPU from its waits;
 //!   `engine::inlining` bounds component nesting and inlined instances before a compile.
 //! - [`worlds`]: one file per guest ABI (`goldfish:function`, `wasi:http/proxy`): HTTP in, HTTP out.
 //! - [`bindings`]: every `bindgen!` (goldfish world, wasi:keyvalue drafts, Spin key-value).

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use wasmtime::{Store, UpdateDeadline};
 
+use super::epoch::{self, EPOCH_TICK};
 use super::trap::{describe_trap, pool_limit};
-use super::{Compiled, EPOCH_TICK, HostState, Pre, Runtime};
+use super::{Compiled, HostState, Pre, Runtime};
 use crate::guest_log::GuestLog;
 use crate::kv::KvSession;
 use crate::metrics::{FunctionSeries, InstanceGuard, Metrics};
@@ -72,7 +73,13 @@ impl Runtime {
         let tick_budget = limits
             .cpu_budget
             .map(|budget| (budget.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64);
+        let ticks = self.ticks.clone();
         store.epoch_deadline_callback(move |mut store| {
+            // A tick that came while the guest waited (kv, a sleep) is not its CPU, and no
+            // reason to yield: it has only just resumed.
+            if !epoch::ran_through_tick(&ticks) {
+                return Ok(UpdateDeadline::Continue(1));
+            }
             let state = store.data_mut();
             if state.cpu_bound.is_none() {
                 state.cpu_bound = crate::guests::mark_cpu_bound();
@@ -108,7 +115,10 @@ impl Runtime {
                 }
             }
         };
-        let outcome = tokio::time::timeout(limits.timeout, run).await;
+        let outcome = {
+            let run = std::pin::pin!(run);
+            tokio::time::timeout(limits.timeout, epoch::note_polls(&self.ticks, run)).await
+        };
         let memory_hit = store.data().limits.hit;
         let cpu_exceeded = store.data().limits.cpu_exceeded;
         drop(store);

@@ -1,8 +1,7 @@
 //! How the engine is built: wasmtime settings, the pooling allocator's slots and what each may
-//! hold, the epoch ticker, and the linker that defines everything a guest may import.
+//! hold, and the linker that defines everything a guest may import.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -10,11 +9,6 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 use super::Runtime;
 use super::state::{HostState, MAX_TABLE_ELEMENTS};
 use crate::bindings;
-
-/// How often the epoch advances. A running guest is interrupted at the next tick to yield to the
-/// async runtime, so this bounds how long a CPU-bound guest can hold a worker thread, and how
-/// late a timed-out request notices.
-pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Default for the concurrent instances one host can hold: the pooling allocator reserves this
 /// many slots up front (each a few GiB of address space, not memory), and requests beyond it wait
@@ -94,19 +88,12 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
         let linker = linker(&engine).map_err(|e| anyhow::anyhow!("{e:#}"))?;
 
-        let ticker = engine.weak();
-        std::thread::Builder::new()
-            .name("goldfish-epoch".into())
-            .spawn(move || {
-                // Ends when the engine is dropped.
-                while let Some(engine) = ticker.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })?;
-
-        Ok(Arc::new(Runtime { engine, linker }))
+        let ticks = super::epoch::start_ticker(&engine)?;
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            ticks,
+        }))
     }
 }
 
