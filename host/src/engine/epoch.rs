@@ -4,8 +4,8 @@
 //! A store's epoch deadline is an absolute epoch, and wasmtime checks it only while wasm runs.
 //! So a tick that falls while the guest is suspended (on kv, a sleep, a body write) is seen at the
 //! guest's first check after it resumes, as if the guest had run through it. Charged like that,
-//! a guest making many short waits was billed a tick for most of them (a function doing kv calls
-//! for 300 ms could fail a 50 ms CPU budget having run for microseconds), and counted as
+//! a guest making many short waits was billed a tick for most of them (100 sleeps of 3 ms failed
+//! a 50 ms CPU budget having run for microseconds: `tests/isolation.rs`), and counted as
 //! CPU-bound, which sends its thread's new calls to another thread. Here the host counts ticks
 //! itself too, notes the count each time a call's future is polled (the guest starting or
 //! resuming), and the deadline callback charges a tick only if it fell after that: while wasm
@@ -106,7 +106,7 @@ mod tests {
         }));
         let noted = note_polls(&ticks, call);
         let mut noted = std::pin::pin!(noted);
-        assert!(futures_poll_once(noted.as_mut()).is_pending());
+        assert!(poll_once(noted.as_mut()).is_pending());
         ticks.store(5, Ordering::Relaxed);
         assert_eq!(
             noted.await,
@@ -115,7 +115,7 @@ mod tests {
         );
     }
 
-    fn futures_poll_once<F: Future>(future: Pin<&mut F>) -> std::task::Poll<F::Output> {
+    fn poll_once<F: Future>(future: Pin<&mut F>) -> std::task::Poll<F::Output> {
         let waker = std::task::Waker::noop();
         future.poll(&mut std::task::Context::from_waker(waker))
     }
